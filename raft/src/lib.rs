@@ -1,0 +1,39 @@
+//! raftkit: Raft consensus with HashiCorp Raft's usage model.
+//!
+//! The crate has three layers:
+//!
+//! ```text
+//!   Raft (driver)   one tokio task owns the core, performs its actions, answers the API
+//!      │ step / tick / propose          ▲ Ready { persist, send, apply, reads }
+//!      ▼                                │
+//!   Core            sans-IO protocol state machine: no clock, no sockets, no files
+//!
+//!   plug-ins        Fsm, LogStore, StableStore, SnapshotStore, Transport
+//! ```
+//!
+//! It is not a storage engine or a network library: those come as plug-in
+//! crates (`raftkit-memory`, `raftkit-inmem`, and the durable and network
+//! ones), each implementing the traits of [`storage`] and [`transport`].
+
+pub mod fsm;
+pub mod message;
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod transport;
+pub mod types;
+pub mod wire;
+
+pub use fsm::{Committed, Fsm, FsmError, FsmSnapshot};
+pub use message::{Message, MessageBody};
+pub use storage::{
+    HardState, LogStore, SnapshotId, SnapshotMeta, SnapshotPoint, SnapshotReader, SnapshotSink,
+    SnapshotStore, StableStore, StorageError, StorageResult,
+};
+pub use transport::{
+    BoxFuture, Inbound, InboundStream, IncomingSnapshot, Peer, SnapshotChunk, SnapshotOffer,
+    Transport, TransportError,
+};
+pub use types::{
+    Configuration, Entry, EntryPayload, LogIndex, NodeId, Server, ServerAddress, Suffrage, Term,
+};

@@ -1,0 +1,2 @@
+//! Conformance suites that every storage and transport implementation runs
+//! against itself (enable the `testing` feature).

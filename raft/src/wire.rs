@@ -1,0 +1,201 @@
+//! The one codec for everything raftkit puts on a wire or a disk.
+//!
+//! A transport moves *frames*: it length-delimits them on its stream and
+//! hands the bytes to [`decode_frame`]. A frame is an 16-byte header
+//! followed by a postcard body:
+//!
+//! ```text
+//! 0      2        3       4               12              16
+//! +------+--------+-------+---------------+---------------+----------------
+//! | "RK" | version| kind  | cluster id    | reserved (0)  | postcard body
+//! +------+--------+-------+---------------+---------------+----------------
+//! ```
+//!
+//! Decoding never panics: every malformed input is a [`WireError`] that names
+//! what was wrong. Storage backends use [`encode_entry`] / [`decode_entry`]
+//! for log records.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+use crate::transport::SnapshotOffer;
+use crate::types::{Entry, NodeId};
+
+/// The frame format version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+
+const MAGIC: [u8; 2] = *b"RK";
+const HEADER_LEN: usize = 16;
+
+/// Identifies a cluster, so that two clusters sharing a network never mix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClusterId(pub u64);
+
+impl std::fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// What a frame carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The first frame on a connection: who is calling.
+    Hello {
+        /// The caller's server id.
+        from: NodeId,
+    },
+    /// Raft messages, in order.
+    Messages(Vec<Message>),
+    /// The start of a snapshot stream.
+    SnapshotOffer(SnapshotOffer),
+    /// A piece of a snapshot stream.
+    SnapshotChunk {
+        /// Where `data` starts.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+        /// Whether this is the last piece.
+        done: bool,
+    },
+    /// The receiver's acknowledgement of a whole snapshot stream.
+    SnapshotReceived,
+}
+
+impl Frame {
+    fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => 1,
+            Frame::Messages(_) => 2,
+            Frame::SnapshotOffer(_) => 3,
+            Frame::SnapshotChunk { .. } => 4,
+            Frame::SnapshotReceived => 5,
+        }
+    }
+}
+
+/// A frame or record that cannot be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Shorter than its header or than its body claims.
+    #[error("truncated frame: {len} bytes, need at least {need}")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// Does not start with the magic bytes.
+    #[error("not a raftkit frame (magic {0:02x?})")]
+    BadMagic([u8; 2]),
+    /// A format version this build does not speak.
+    #[error("unsupported wire version {got} (this build speaks {want})")]
+    Version {
+        /// The frame's version.
+        got: u8,
+        /// Ours.
+        want: u8,
+    },
+    /// A frame from another cluster.
+    #[error("frame from cluster {got}, this node is in cluster {want}")]
+    ClusterMismatch {
+        /// The frame's cluster.
+        got: ClusterId,
+        /// Ours.
+        want: ClusterId,
+    },
+    /// The header's kind does not match the body.
+    #[error("frame kind {0} does not match its body")]
+    KindMismatch(u8),
+    /// The body does not decode.
+    #[error("undecodable body: {0}")]
+    Body(String),
+    /// Larger than the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+}
+
+/// Encodes `frame` for `cluster`.
+///
+/// ```
+/// use raftkit::wire::{decode_frame, encode_frame, ClusterId, Frame};
+/// let bytes = encode_frame(ClusterId(7), &Frame::SnapshotReceived);
+/// assert_eq!(decode_frame(ClusterId(7), &bytes).unwrap(), Frame::SnapshotReceived);
+/// assert!(decode_frame(ClusterId(8), &bytes).is_err());
+/// ```
+pub fn encode_frame(cluster: ClusterId, frame: &Frame) -> Bytes {
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + 64);
+    buf.put_slice(&MAGIC);
+    buf.put_u8(WIRE_VERSION);
+    buf.put_u8(frame.kind());
+    buf.put_u64(cluster.0);
+    buf.put_u32(0);
+    let mut writer = buf.writer();
+    // Writing into a growable buffer cannot fail for these types.
+    if let Err(e) = postcard::to_io(frame, &mut writer) {
+        unreachable!("postcard into memory failed: {e}");
+    }
+    writer.into_inner().freeze()
+}
+
+/// Decodes a frame, checking magic, version and cluster.
+pub fn decode_frame(cluster: ClusterId, buf: &[u8]) -> Result<Frame, WireError> {
+    if buf.len() < HEADER_LEN {
+        return Err(WireError::Truncated { len: buf.len(), need: HEADER_LEN });
+    }
+    let magic = [buf[0], buf[1]];
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    if buf[2] != WIRE_VERSION {
+        return Err(WireError::Version { got: buf[2], want: WIRE_VERSION });
+    }
+    let kind = buf[3];
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&buf[4..12]);
+    let got = ClusterId(u64::from_be_bytes(id));
+    if got != cluster {
+        return Err(WireError::ClusterMismatch { got, want: cluster });
+    }
+    let (frame, rest): (Frame, &[u8]) =
+        postcard::take_from_bytes(&buf[HEADER_LEN..]).map_err(|e| WireError::Body(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Body(format!("{} trailing bytes", rest.len())));
+    }
+    if frame.kind() != kind {
+        return Err(WireError::KindMismatch(kind));
+    }
+    Ok(frame)
+}
+
+/// Encodes a log entry for storage.
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    match postcard::to_stdvec(entry) {
+        Ok(v) => v,
+        Err(e) => unreachable!("postcard into memory failed: {e}"),
+    }
+}
+
+/// Decodes a log entry written by [`encode_entry`].
+pub fn decode_entry(buf: &[u8]) -> Result<Entry, WireError> {
+    postcard::from_bytes(buf).map_err(|e| WireError::Body(e.to_string()))
+}
+
+/// Encodes any serde value with the same codec (snapshot metadata, say).
+pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
+    match postcard::to_stdvec(value) {
+        Ok(v) => v,
+        Err(e) => unreachable!("postcard into memory failed: {e}"),
+    }
+}
+
+/// Decodes a value written by [`encode_value`].
+pub fn decode_value<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<T, WireError> {
+    postcard::from_bytes(buf).map_err(|e| WireError::Body(e.to_string()))
+}
