@@ -15,6 +15,8 @@
 //! crates (`raftkit-memory`, `raftkit-inmem`, and the durable and network
 //! ones), each implementing the traits of [`storage`] and [`transport`].
 
+pub mod config;
+pub mod core;
 pub mod fsm;
 pub mod message;
 pub mod storage;
@@ -24,6 +26,8 @@ pub mod transport;
 pub mod types;
 pub mod wire;
 
+pub use config::{Config, ConfigError, ValidConfig};
+pub use crate::core::{ConfChange, Core, Event, RaftState, Ready, ReadState, Status};
 pub use fsm::{Committed, Fsm, FsmError, FsmSnapshot};
 pub use message::{Message, MessageBody};
 pub use storage::{

@@ -8,13 +8,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::storage::SnapshotMeta;
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::types::{Entry, LogIndex, NodeId, ServerAddress, Term};
 
 /// One message from one server to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// The sender.
     pub from: NodeId,
+    /// Where the sender listens, so that a server can answer a peer that is
+    /// not yet in its configuration (a new leader, a joining server's first probe).
+    pub from_addr: ServerAddress,
     /// The recipient.
     pub to: NodeId,
     /// The sender's current term (for a pre-vote request: the term it would campaign in).
