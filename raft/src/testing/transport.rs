@@ -110,6 +110,7 @@ pub async fn run_all<F: TransportFactory>(factory: &mut F, sizes: SuiteSizes) {
 pub fn heartbeat(from: &NodeId, to: &NodeId, seq: u64, sent_micros: u64) -> Message {
     Message {
         from: from.clone(),
+        from_addr: crate::types::ServerAddress::new(from.as_str()),
         to: to.clone(),
         term: Term(1),
         body: MessageBody::AppendEntriesRequest(AppendEntriesRequest {
