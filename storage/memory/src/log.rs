@@ -1,7 +1,7 @@
 //! `MemLogStore`.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use raftkit::{Entry, LogIndex, LogStore, StorageError, StorageResult};
 
@@ -57,7 +57,12 @@ impl MemLogStore {
     /// assert_eq!(raftkit_memory::MemLogStore::new().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        self.inner.read().map_or(0, |l| l.entries.len())
+        // A poisoned lock still guards a log whose length is meaningful.
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entries
+            .len()
     }
 
     /// Whether the log holds no entry.

@@ -191,6 +191,12 @@ fn purge_prefix_removes_a_prefix_never_more<S: LogStore>(s: &S) {
 fn purge_past_the_end_empties_and_append_restarts_anywhere<S: LogStore>(s: &S) {
     append(s, &sample_entries(1..=50, 1), "appending 1..=50");
     ok(
+        s.purge_prefix(LogIndex(51)),
+        "purge_prefix(51), just past the end",
+    );
+    assert_bounds(s, 0, 0, "after purging just past the last entry");
+    append(s, &sample_entries(1..=50, 1), "appending 1..=50 again");
+    ok(
         s.purge_prefix(LogIndex(75)),
         "purge_prefix(75) past the end",
     );

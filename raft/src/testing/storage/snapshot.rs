@@ -59,6 +59,7 @@ pub fn snapshot_store_suite<S: SnapshotStore>(mut fresh: impl FnMut() -> S, reta
 pub fn durable_snapshot_store_suite<S: SnapshotStore>(mut open: impl FnMut(&Path) -> S) {
     reopen_lists_and_opens_the_same(&mut open);
     incomplete_snapshot_is_reaped_on_reopen(&mut open);
+    cancel_leaves_no_files(&mut open);
 }
 
 /// Checks that damaged snapshot data is reported, never returned as good.
@@ -362,6 +363,24 @@ fn incomplete_snapshot_is_reaped_on_reopen<S: SnapshotStore>(open: &mut impl FnM
         before,
         "reopening should delete every file of the interrupted snapshot"
     );
+}
+
+fn cancel_leaves_no_files<S: SnapshotStore>(open: &mut impl FnMut(&Path) -> S) {
+    let dir = temp_dir("snapshot-cancel");
+    let s = open(dir.path());
+    let kept = write_snapshot(&s, snapshot_point(10, 1), &random_bytes(20, 3_000));
+    let before = file_tree(dir.path());
+    let mut sink = ok(s.create(snapshot_point(20, 1)), "create");
+    if let Err(e) = sink.write_all(&random_bytes(21, 30_000)) {
+        panic!("writing a snapshot: {e}");
+    }
+    ok(sink.cancel(), "cancel");
+    assert_eq!(
+        file_tree(dir.path()),
+        before,
+        "cancel should delete every file of the snapshot"
+    );
+    assert_listed(&s, &[&kept], "after a cancel next to a finished snapshot");
 }
 
 /// Every file and directory under `root`, relative to it.
