@@ -47,9 +47,11 @@ pub const ORDERED_BATCH: usize = 100;
 pub const SNAPSHOT_BYTES: u64 = 64 << 20;
 /// The longest a `send` call may take: it must never wait for a peer.
 pub const SEND_CALL_MAX: Duration = Duration::from_millis(10);
-/// How many calls per check may exceed [`SEND_CALL_MAX`] (never
-/// [`SEND_CALL_HARD_MAX`]): on a loaded machine the OS deschedules a thread
-/// for longer than 10 ms now and then, which says nothing about the transport.
+/// How many calls per check may exceed [`SEND_CALL_MAX`], plus one per 200
+/// calls made (never [`SEND_CALL_HARD_MAX`]): on a loaded machine the OS
+/// deschedules a thread for longer than 10 ms now and then, which says
+/// nothing about the transport. A send that waits for a peer (a connect, a
+/// write) takes far longer and fails the hard limit.
 pub const SLOW_SEND_CALLS_TOLERATED: u32 = 3;
 /// No `send` call may ever take this long.
 pub const SEND_CALL_HARD_MAX: Duration = Duration::from_millis(100);
@@ -355,6 +357,10 @@ pub async fn snapshot_does_not_block_messages<F: TransportFactory>(
         }
     };
 
+    eprintln!(
+        "snapshot: {snapshot_bytes} bytes in {transfer:?}; {} heartbeats arrived meanwhile, the slowest in {:?}",
+        report.heartbeats, report.max_latency
+    );
     assert_eq!(
         report.snapshot_bytes, snapshot_bytes,
         "snapshot: B received a different number of bytes than sent"
@@ -416,8 +422,8 @@ pub async fn peer_restart_and_reconnect<F: TransportFactory>(factory: &mut F) {
 
     // B is gone: sends must neither block nor fail with anything but
     // Backpressure or Unreachable.
+    // `seq` is the next number to send; every number is sent once.
     for _ in 0..50 {
-        seq += 1;
         let started = Instant::now();
         let result = a.send(&to_b, vec![heartbeat(&a_id, &b_id, seq, 0)]);
         timer.check(started.elapsed(), "restart: send while B is down");
@@ -425,6 +431,7 @@ pub async fn peer_restart_and_reconnect<F: TransportFactory>(factory: &mut F) {
             Ok(()) | Err(TransportError::Backpressure(_) | TransportError::Unreachable { .. }) => {}
             Err(e) => panic!("restart: send while B is down failed with {e}"),
         }
+        seq += 1;
     }
 
     let b = factory.respawn(&b_id, &address).await;
@@ -436,7 +443,9 @@ pub async fn peer_restart_and_reconnect<F: TransportFactory>(factory: &mut F) {
     let mut inbound = b
         .take_inbound()
         .expect("restart: restarted B's take_inbound is None");
-    let first_new = seq + 1;
+    // Messages queued while B was down may still arrive (in order); the
+    // check waits for one sent after the restart.
+    let first_new = seq;
     wait_for_delivery(
         &a,
         &to_b,
@@ -817,26 +826,32 @@ async fn recv_message(
     }
 }
 
-/// Times `send` calls: each must take under [`SEND_CALL_MAX`], with at most
-/// [`SLOW_SEND_CALLS_TOLERATED`] scheduler hiccups per check.
+/// Times `send` calls: each must take under [`SEND_CALL_MAX`]. A few calls
+/// (see [`SLOW_SEND_CALLS_TOLERATED`]) may exceed it on a loaded machine,
+/// never [`SEND_CALL_HARD_MAX`].
 #[derive(Debug, Default)]
 struct SendTimer {
-    slow: u32,
+    calls: u64,
+    slow: u64,
 }
 
 impl SendTimer {
     #[track_caller]
     fn check(&mut self, took: Duration, what: &str) {
+        self.calls += 1;
         assert!(
             took < SEND_CALL_HARD_MAX,
             "{what}: a send call took {took:?}; send must never block"
         );
         if took >= SEND_CALL_MAX {
             self.slow += 1;
+            let tolerated = u64::from(SLOW_SEND_CALLS_TOLERATED) + self.calls / 200;
             assert!(
-                self.slow <= SLOW_SEND_CALLS_TOLERATED,
-                "{what}: {} send calls took over {SEND_CALL_MAX:?} (the last {took:?}); send must never block",
-                self.slow
+                self.slow <= tolerated,
+                "{what}: {} of {} send calls took over {SEND_CALL_MAX:?} (the last {took:?}); \
+                 send must never block",
+                self.slow,
+                self.calls
             );
         }
     }

@@ -1,0 +1,148 @@
+//! The transport's settings and their checks.
+
+use std::time::Duration;
+
+use raftkit::wire::ClusterId;
+
+/// Settings of a [`TcpTransport`](crate::TcpTransport).
+///
+/// ```
+/// use raftkit::wire::ClusterId;
+/// use raftkit_tcp::TcpConfig;
+/// let config = TcpConfig { cluster: ClusterId(7), ..TcpConfig::default() };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// The cluster this server belongs to; frames from any other are
+    /// refused. Default `ClusterId(0)`.
+    pub cluster: ClusterId,
+    /// The largest frame accepted or sent, in bytes (the length prefix
+    /// excluded). Default 16 MiB: a 1 MiB snapshot chunk or a batch of
+    /// entries fits with room to spare, and a hostile 4 GiB length prefix
+    /// is refused before any memory is reserved.
+    pub max_frame_bytes: usize,
+    /// `send` calls queued per peer before `send` answers `Backpressure`.
+    /// Default 1024: with the driver's batches of up to 64 messages that is
+    /// 65 536 messages waiting for one slow peer.
+    pub send_queue_batches: usize,
+    /// The most messages written in one `Messages` frame. Default 1024.
+    pub batch_max_messages: usize,
+    /// Inbound items buffered before the connections stop reading (TCP flow
+    /// control then slows the senders). Default 4096.
+    pub inbound_capacity: usize,
+    /// Bytes per snapshot chunk; must fit in a frame with 1 KiB to spare.
+    /// Default 1 MiB.
+    pub snapshot_chunk_bytes: usize,
+    /// Snapshot chunks buffered per incoming stream. Default 4 (4 MiB).
+    pub snapshot_chunks_buffered: usize,
+    /// How long a connection attempt may take. Default 1 s: a peer on a LAN
+    /// answers in well under a millisecond.
+    pub connect_timeout: Duration,
+    /// How long one frame write may block before the connection is given
+    /// up as dead. Default 10 s.
+    pub write_timeout: Duration,
+    /// How long to wait for the receiver's `SnapshotReceived` after the last
+    /// chunk. Default 30 s.
+    pub snapshot_ack_timeout: Duration,
+    /// The first reconnect delay after a failed connection. Default 50 ms.
+    pub backoff_min: Duration,
+    /// The longest reconnect delay; delays double from `backoff_min` up to
+    /// here, each drawn between half and all of its bound (jitter).
+    /// Default 2 s, under a typical election timeout range's upper end
+    /// times ten, so a restarted peer is found again quickly.
+    pub backoff_max: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            cluster: ClusterId(0),
+            max_frame_bytes: 16 << 20,
+            send_queue_batches: 1024,
+            batch_max_messages: 1024,
+            inbound_capacity: 4096,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunks_buffered: 4,
+            connect_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(10),
+            snapshot_ack_timeout: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Room a snapshot chunk frame needs beyond its data: header, postcard
+/// framing of offset, length and flag.
+pub(crate) const CHUNK_OVERHEAD_BYTES: usize = 1024;
+
+/// A [`TcpConfig`] that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TcpConfigError {
+    /// A queue or batch bound of zero.
+    #[error("{field} must be at least 1")]
+    Zero {
+        /// The field.
+        field: &'static str,
+    },
+    /// Snapshot chunks would not fit in a frame.
+    #[error(
+        "snapshot_chunk_bytes {chunk} plus {CHUNK_OVERHEAD_BYTES} bytes of framing exceeds max_frame_bytes {max}"
+    )]
+    ChunkAboveFrame {
+        /// `snapshot_chunk_bytes`.
+        chunk: usize,
+        /// `max_frame_bytes`.
+        max: usize,
+    },
+    /// The frame length does not fit the 4-byte length prefix.
+    #[error("max_frame_bytes {0} does not fit a 4-byte length prefix")]
+    FrameAbovePrefix(usize),
+    /// Backoff bounds the wrong way round.
+    #[error("backoff_min {min:?} is above backoff_max {max:?}")]
+    BackoffInverted {
+        /// `backoff_min`.
+        min: Duration,
+        /// `backoff_max`.
+        max: Duration,
+    },
+}
+
+impl TcpConfig {
+    /// Checks the settings, returning them unchanged when they can work.
+    pub fn validate(self) -> Result<TcpConfig, TcpConfigError> {
+        for (field, value) in [
+            ("max_frame_bytes", self.max_frame_bytes),
+            ("send_queue_batches", self.send_queue_batches),
+            ("batch_max_messages", self.batch_max_messages),
+            ("inbound_capacity", self.inbound_capacity),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("snapshot_chunks_buffered", self.snapshot_chunks_buffered),
+        ] {
+            if value == 0 {
+                return Err(TcpConfigError::Zero { field });
+            }
+        }
+        if u32::try_from(self.max_frame_bytes).is_err() {
+            return Err(TcpConfigError::FrameAbovePrefix(self.max_frame_bytes));
+        }
+        if self
+            .snapshot_chunk_bytes
+            .saturating_add(CHUNK_OVERHEAD_BYTES)
+            > self.max_frame_bytes
+        {
+            return Err(TcpConfigError::ChunkAboveFrame {
+                chunk: self.snapshot_chunk_bytes,
+                max: self.max_frame_bytes,
+            });
+        }
+        if self.backoff_min > self.backoff_max {
+            return Err(TcpConfigError::BackoffInverted {
+                min: self.backoff_min,
+                max: self.backoff_max,
+            });
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,210 @@
+//! The listener and the connections it accepts.
+//!
+//! ```text
+//!  accept ─▶ connection task: Hello? ─▶ Messages ─────────▶ inbound stream (Inbound::Message)
+//!                                    └▶ SnapshotOffer ─▶ Inbound::Snapshot + chunk channel
+//!                                         SnapshotChunk* ─▶ chunk channel ─▶ SnapshotReceived
+//!  any bad frame: warn, count raft_transport_errors_total{kind}, close this connection only
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use raftkit::transport::IncomingSnapshot;
+use raftkit::wire::{decode_frame, encode_frame, Frame};
+use raftkit::{Inbound, NodeId, SnapshotChunk, SnapshotOffer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::codec::FrameCodec;
+use crate::errors::{ConnError, ErrorKind};
+use crate::transport::Shared;
+
+type Conn = Framed<TcpStream, FrameCodec>;
+
+/// Accepts connections until shutdown.
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%remote, "cannot set TCP_NODELAY: {e}");
+                }
+                shared.tracker.spawn(serve(shared.clone(), stream, remote));
+            }
+            Err(e) => {
+                shared.errors.record(ErrorKind::Accept);
+                tracing::warn!("accept failed: {e}");
+                // Out of descriptors, say: give the others time to close.
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Serves one connection; a protocol error closes it (and only it).
+async fn serve(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
+    let Some(inbound) = shared.inbound_sender() else {
+        return;
+    };
+    let mut conn = Framed::new(stream, FrameCodec::new(shared.config.max_frame_bytes));
+    let result = tokio::select! {
+        _ = shared.cancel.cancelled() => Ok(()),
+        r = serve_frames(&shared, &mut conn, &inbound) => r,
+    };
+    if let Err(e) = result {
+        shared.errors.record(e.kind);
+        if e.kind == ErrorKind::Io {
+            tracing::debug!(%remote, "connection failed: {}", e.detail);
+        } else {
+            tracing::warn!(%remote, kind = e.kind.as_str(), "closing connection: {}", e.detail);
+        }
+    }
+}
+
+async fn serve_frames(
+    shared: &Shared,
+    conn: &mut Conn,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Result<(), ConnError> {
+    let from = match next_frame(shared, conn).await? {
+        None => return Ok(()),
+        Some(Frame::Hello { from }) => from,
+        Some(other) => {
+            return Err(ConnError::new(
+                ErrorKind::UnexpectedFrame,
+                format!("first frame is {}, not Hello", frame_name(&other)),
+            ))
+        }
+    };
+    while let Some(frame) = next_frame(shared, conn).await? {
+        match frame {
+            Frame::Messages(msgs) => {
+                for msg in msgs {
+                    if msg.from != from {
+                        return Err(spoofed(&from, &msg.from));
+                    }
+                    if msg.to != shared.id {
+                        return Err(ConnError::new(
+                            ErrorKind::Misaddressed,
+                            format!("message for {} reached {}", msg.to, shared.id),
+                        ));
+                    }
+                    if inbound.send(Inbound::Message(msg)).await.is_err() {
+                        return Ok(()); // The driver dropped the stream.
+                    }
+                }
+            }
+            Frame::SnapshotOffer(offer) => {
+                if offer.from != from {
+                    return Err(spoofed(&from, &offer.from));
+                }
+                receive_snapshot(shared, conn, inbound, offer).await?;
+            }
+            other => {
+                return Err(ConnError::new(
+                    ErrorKind::UnexpectedFrame,
+                    format!("unexpected {} from {from}", frame_name(&other)),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forwards one snapshot stream's chunks, checking their order, and
+/// acknowledges it once the last chunk is handed over.
+async fn receive_snapshot(
+    shared: &Shared,
+    conn: &mut Conn,
+    inbound: &mpsc::Sender<Inbound>,
+    offer: SnapshotOffer,
+) -> Result<(), ConnError> {
+    let size = offer.meta.size;
+    let (tx, chunks) = mpsc::channel(shared.config.snapshot_chunks_buffered);
+    if inbound
+        .send(Inbound::Snapshot(IncomingSnapshot { offer, chunks }))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut expected = 0u64;
+    loop {
+        let Some(frame) = next_frame(shared, conn).await? else {
+            // The sender gave up; dropping `tx` tells the receiver the
+            // stream was aborted (no `done` chunk).
+            return Ok(());
+        };
+        let Frame::SnapshotChunk { offset, data, done } = frame else {
+            return Err(ConnError::new(
+                ErrorKind::UnexpectedFrame,
+                format!("{} inside a snapshot stream", frame_name(&frame)),
+            ));
+        };
+        if offset != expected {
+            return Err(ConnError::new(
+                ErrorKind::SnapshotStream,
+                format!("snapshot chunk at offset {offset}, expected {expected}"),
+            ));
+        }
+        expected += data.len() as u64;
+        if expected > size || (done && expected != size) {
+            return Err(ConnError::new(
+                ErrorKind::SnapshotStream,
+                format!(
+                    "snapshot stream of {expected} bytes (done: {done}) for an offer of {size}"
+                ),
+            ));
+        }
+        if tx.send(SnapshotChunk { offset, data, done }).await.is_err() {
+            return Ok(()); // The driver discarded the snapshot; closing tells the sender.
+        }
+        if done {
+            let ack = encode_frame(shared.config.cluster, &Frame::SnapshotReceived);
+            return conn.send(ack).await.map_err(|e| {
+                ConnError::new(ErrorKind::Io, format!("sending SnapshotReceived: {e}"))
+            });
+        }
+    }
+}
+
+async fn next_frame(shared: &Shared, conn: &mut Conn) -> Result<Option<Frame>, ConnError> {
+    match conn.next().await {
+        None => Ok(None),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(bytes)) => decode(shared, &bytes).map(Some),
+    }
+}
+
+fn decode(shared: &Shared, bytes: &BytesMut) -> Result<Frame, ConnError> {
+    Ok(decode_frame(shared.config.cluster, bytes)?)
+}
+
+fn spoofed(hello: &NodeId, claimed: &NodeId) -> ConnError {
+    ConnError::new(
+        ErrorKind::SpoofedSender,
+        format!("{hello} said Hello but sent as {claimed}"),
+    )
+}
+
+fn frame_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Hello { .. } => "Hello",
+        Frame::Messages(_) => "Messages",
+        Frame::SnapshotOffer(_) => "SnapshotOffer",
+        Frame::SnapshotChunk { .. } => "SnapshotChunk",
+        Frame::SnapshotReceived => "SnapshotReceived",
+    }
+}

@@ -1,0 +1,63 @@
+//! A TCP [`Transport`](raftkit::Transport) for raftkit.
+//!
+//! Every frame on the wire is a [`raftkit::wire`] frame inside a 4-byte
+//! length prefix, at most [`TcpConfig::max_frame_bytes`] long. The first frame
+//! on every connection is `Hello { from }`. Messages and snapshots never
+//! share a connection:
+//!
+//! ```text
+//!  A.send(B, msgs) ─▶ A's queue for B (bounded) ─▶ link task ══ one long-lived connection ══▶ B's inbound
+//!                                                  Hello, Messages[..], Messages[..], ...
+//!  A.send_snapshot(B, ..) ═══ a connection of its own ═══▶ B: Inbound::Snapshot + chunk channel
+//!                             Hello, SnapshotOffer, SnapshotChunk*, ◀── SnapshotReceived
+//! ```
+//!
+//! * **Pipelined and batched**: the link task never waits for a reply; it
+//!   takes everything queued (up to [`TcpConfig::batch_max_messages`]) into one
+//!   `Messages` frame. `TCP_NODELAY` is set on every socket.
+//! * **Bounded**: a full queue makes `send` answer `Backpressure`. When a
+//!   connection attempt fails, the queue is dropped (Raft retries) and `send`
+//!   answers `Unreachable` until the reconnect backoff (exponential, with
+//!   seeded jitter) has passed.
+//! * **Hostile input closes only its connection**: garbage, an oversized
+//!   length prefix, a wrong version or cluster, a missing `Hello`, or a
+//!   message whose sender differs from the `Hello`: the connection is
+//!   closed, a `tracing` warning says why, and `raft_transport_errors_total
+//!   {kind}` (through the `metrics` facade) counts it. Decoding never panics.
+//!
+//! It is not authenticated: without TLS (not implemented yet) any host that
+//! reaches the port can claim any id. Run it on a trusted network.
+//!
+//! ```
+//! use raftkit::testing::transport::heartbeat;
+//! use raftkit::{Inbound, Peer, Transport};
+//! use raftkit_tcp::{TcpConfig, TcpTransport};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let any = "127.0.0.1:0".parse().unwrap();
+//! let a = TcpTransport::bind("a".into(), any, TcpConfig::default()).await.unwrap();
+//! let b = TcpTransport::bind("b".into(), any, TcpConfig::default()).await.unwrap();
+//! let mut inbound = b.take_inbound().unwrap();
+//!
+//! let to_b = Peer { id: "b".into(), address: b.local_addr() };
+//! a.send(&to_b, vec![heartbeat(&"a".into(), &"b".into(), 1, 0)]).unwrap();
+//! match inbound.recv().await {
+//!     Some(Inbound::Message(m)) => assert_eq!(m.from.as_str(), "a"),
+//!     other => panic!("expected a message, got {other:?}"),
+//! }
+//! a.shutdown().await;
+//! b.shutdown().await;
+//! # });
+//! ```
+
+mod codec;
+mod config;
+mod errors;
+mod inbound;
+mod outbound;
+mod snapshot;
+mod transport;
+
+pub use config::{TcpConfig, TcpConfigError};
+pub use errors::{ErrorKind, ERRORS_METRIC};
+pub use transport::{BindError, TcpTransport};

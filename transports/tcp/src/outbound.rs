@@ -1,0 +1,302 @@
+//! One long-lived outbound connection per peer, fed by a bounded queue.
+//!
+//! ```text
+//!  send() ──try_send──▶ queue (bounded) ──▶ link task ──Messages frames──▶ TCP ──▶ peer
+//!                                             │ connect (Hello first), batch, write
+//!                                             └ on failure: drop the queue, answer
+//!                                               Unreachable until the backoff ends
+//! ```
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use raftkit::wire::{encode_frame, Frame};
+use raftkit::{Message, Peer, TransportError};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::FramedWrite;
+
+use crate::codec::FrameCodec;
+use crate::errors::ErrorKind;
+use crate::transport::{connect, Shared};
+
+/// A peer's queue and its reachability.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) queue: mpsc::Sender<Vec<Message>>,
+    pub(crate) state: Arc<LinkState>,
+}
+
+/// Whether a peer is in its reconnect backoff.
+#[derive(Debug, Default)]
+pub(crate) struct LinkState {
+    down: Mutex<Option<(Instant, String)>>,
+}
+
+impl LinkState {
+    /// Why the peer is unreachable, while its backoff lasts.
+    pub(crate) fn down_reason(&self) -> Option<String> {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        match &*down {
+            Some((until, reason)) if Instant::now() < *until => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    fn set_down(&self, until: Instant, reason: String) {
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some((until, reason));
+    }
+
+    fn set_up(&self) {
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+struct Conn {
+    read: OwnedReadHalf,
+    write: FramedWrite<OwnedWriteHalf, FrameCodec>,
+}
+
+/// Starts the link task for `peer` and returns its handle.
+pub(crate) fn spawn_link(shared: &Arc<Shared>, peer: Peer) -> Link {
+    let (queue, rx) = mpsc::channel(shared.config.send_queue_batches);
+    let state = Arc::new(LinkState::default());
+    let task = run_link(shared.clone(), peer, rx, state.clone());
+    shared.tracker.spawn(task);
+    Link { queue, state }
+}
+
+async fn run_link(
+    shared: Arc<Shared>,
+    peer: Peer,
+    mut queue: mpsc::Receiver<Vec<Message>>,
+    state: Arc<LinkState>,
+) {
+    let mut backoff = Backoff::new(&shared, &peer);
+    let mut conn: Option<Conn> = None;
+    loop {
+        let first = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            batch = queue.recv() => match batch {
+                Some(batch) => batch,
+                None => return,
+            },
+            () = peer_closed(&mut conn) => {
+                tracing::debug!(peer = %peer.id, "peer closed the connection");
+                conn = None;
+                continue;
+            }
+        };
+        let mut batch = first;
+        while batch.len() < shared.config.batch_max_messages {
+            match queue.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            let connected = tokio::select! {
+                _ = shared.cancel.cancelled() => return,
+                c = open(&shared, &peer) => c,
+            };
+            match connected {
+                Ok(c) => {
+                    conn = Some(c);
+                    backoff.reset();
+                    state.set_up();
+                }
+                Err(e) => {
+                    shared.errors.record(ErrorKind::Connect);
+                    let wait = backoff.next_delay();
+                    tracing::debug!(peer = %peer.id, address = %peer.address, "connect failed ({e}); retrying in {wait:?}");
+                    state.set_down(Instant::now() + wait, e.to_string());
+                    // Raft retries: what was queued for a dead peer is stale.
+                    while queue.try_recv().is_ok() {}
+                    tokio::select! {
+                        _ = shared.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let written = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            w = write_batch(&shared, c, batch) => w,
+        };
+        if let Err(e) = written {
+            shared.errors.record(ErrorKind::Io);
+            tracing::debug!(peer = %peer.id, "write failed ({e}); reconnecting");
+            conn = None;
+        }
+    }
+}
+
+/// Connects and says Hello.
+async fn open(shared: &Shared, peer: &Peer) -> Result<Conn, TransportError> {
+    let stream = connect(shared, &peer.address).await?;
+    let (read, write) = stream.into_split();
+    let mut write = FramedWrite::new(write, FrameCodec::new(shared.config.max_frame_bytes));
+    let hello = encode_frame(
+        shared.config.cluster,
+        &Frame::Hello {
+            from: shared.id.clone(),
+        },
+    );
+    send_frame(shared, &mut write, hello, false).await?;
+    Ok(Conn { read, write })
+}
+
+/// Resolves when the peer closes a connection (it never sends on one).
+async fn peer_closed(conn: &mut Option<Conn>) {
+    match conn {
+        Some(c) => {
+            let mut byte = [0u8; 1];
+            let _ = c.read.read(&mut byte).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `msgs` as `Messages` frames (split to fit `max_frame_bytes`), then flushes.
+async fn write_batch(
+    shared: &Shared,
+    c: &mut Conn,
+    msgs: Vec<Message>,
+) -> Result<(), TransportError> {
+    let mut frames = Vec::new();
+    encode_batches(shared, msgs, &mut frames);
+    for frame in frames {
+        send_frame(shared, &mut c.write, frame, true).await?;
+    }
+    timeout(shared.config.write_timeout, c.write.flush())
+        .await
+        .map_err(|_| write_timed_out())?
+        .map_err(|e| codec_error("flushing messages", e))
+}
+
+/// Encodes `msgs` into frames no larger than the maximum, halving batches
+/// that come out too large; a single message too large is dropped.
+fn encode_batches(shared: &Shared, msgs: Vec<Message>, out: &mut Vec<Bytes>) {
+    let frame = encode_frame(shared.config.cluster, &Frame::Messages(msgs));
+    if frame.len() <= shared.config.max_frame_bytes {
+        out.push(frame);
+        return;
+    }
+    let Frame::Messages(mut msgs) = decode_own(shared, &frame) else {
+        return;
+    };
+    if msgs.len() == 1 {
+        shared.errors.record(ErrorKind::OversizedMessage);
+        tracing::warn!(
+            len = frame.len(),
+            max = shared.config.max_frame_bytes,
+            kind = msgs[0].body.kind(),
+            "dropping a message larger than max_frame_bytes"
+        );
+        return;
+    }
+    let tail = msgs.split_off(msgs.len() / 2);
+    encode_batches(shared, msgs, out);
+    encode_batches(shared, tail, out);
+}
+
+/// Decodes a frame this transport just encoded (only on the rare oversize
+/// path, to get the messages back without cloning every batch up front).
+fn decode_own(shared: &Shared, frame: &[u8]) -> Frame {
+    match raftkit::wire::decode_frame(shared.config.cluster, frame) {
+        Ok(f) => f,
+        // Our own encoding always decodes; if it did not, drop the batch.
+        Err(_) => Frame::Messages(Vec::new()),
+    }
+}
+
+/// Queues one frame for writing (flushing when `feed_only` is false).
+pub(crate) async fn send_frame(
+    shared: &Shared,
+    write: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+    frame: Bytes,
+    feed_only: bool,
+) -> Result<(), TransportError> {
+    let fut = async {
+        if feed_only {
+            write.feed(frame).await
+        } else {
+            write.send(frame).await
+        }
+    };
+    match timeout(shared.config.write_timeout, fut).await {
+        Err(_) => Err(write_timed_out()),
+        Ok(Err(e)) => Err(codec_error("writing a frame", e)),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+fn write_timed_out() -> TransportError {
+    io_error(
+        "writing to the peer",
+        std::io::Error::from(std::io::ErrorKind::TimedOut),
+    )
+}
+
+fn io_error(context: &str, source: std::io::Error) -> TransportError {
+    TransportError::Io {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+pub(crate) fn codec_error(context: &str, e: crate::codec::CodecError) -> TransportError {
+    match e {
+        crate::codec::CodecError::Io(source) => io_error(context, source),
+        other => io_error(
+            context,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+        ),
+    }
+}
+
+/// Exponential reconnect delays with jitter, from a seed derived from the
+/// local id and the peer address (deterministic, yet different per pair).
+struct Backoff {
+    bound: Duration,
+    min: Duration,
+    max: Duration,
+    rng: ChaCha8Rng,
+}
+
+impl Backoff {
+    fn new(shared: &Shared, peer: &Peer) -> Backoff {
+        // DefaultHasher::new() has fixed keys, so the seed is stable.
+        let mut hasher = DefaultHasher::new();
+        (shared.id.as_str(), peer.address.as_str()).hash(&mut hasher);
+        let (min, max) = (shared.config.backoff_min, shared.config.backoff_max);
+        Backoff {
+            bound: min,
+            min,
+            max,
+            rng: ChaCha8Rng::seed_from_u64(hasher.finish()),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.bound = self.min;
+    }
+
+    /// A delay between half and all of the current bound; doubles the bound.
+    fn next_delay(&mut self) -> Duration {
+        let bound = self.bound;
+        self.bound = (self.bound * 2).min(self.max);
+        let half = bound / 2;
+        half + half.mul_f64(self.rng.random::<f64>())
+    }
+}

@@ -1,0 +1,268 @@
+//! The transport handle and the state its tasks share.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use raftkit::transport::InboundStream;
+use raftkit::{
+    BoxFuture, Inbound, Message, NodeId, Peer, ServerAddress, SnapshotOffer, SnapshotReader,
+    Transport, TransportError,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::errors::{ErrorCounts, ErrorKind};
+use crate::outbound::{spawn_link, Link};
+use crate::{TcpConfig, TcpConfigError};
+
+/// How long `shutdown` waits for the transport's tasks to finish.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// A server's TCP transport. Made by [`TcpTransport::bind`]; see the
+/// [crate docs](crate) for the protocol.
+///
+/// Must be used inside a tokio runtime: `send` starts a connection task
+/// the first time it sends to a peer.
+#[derive(Debug)]
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+}
+
+/// Why a transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] TcpConfigError),
+    /// The listener could not bind.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the transport's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: NodeId,
+    pub(crate) config: TcpConfig,
+    pub(crate) errors: ErrorCounts,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    local_addr: SocketAddr,
+    is_shut: AtomicBool,
+    inbound_tx: Mutex<Option<mpsc::Sender<Inbound>>>,
+    inbound_rx: Mutex<Option<InboundStream>>,
+    links: Mutex<HashMap<ServerAddress, Link>>,
+}
+
+impl TcpTransport {
+    /// Listens at `addr` (port 0 picks a free port) as server `id`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use raftkit::Transport;
+    /// use raftkit_tcp::{TcpConfig, TcpTransport};
+    /// let t = TcpTransport::bind("n1".into(), "127.0.0.1:0".parse().unwrap(), TcpConfig::default())
+    ///     .await
+    ///     .unwrap();
+    /// assert!(t.local_addr().as_str().starts_with("127.0.0.1:"));
+    /// t.shutdown().await;
+    /// # });
+    /// ```
+    pub async fn bind(
+        id: NodeId,
+        addr: SocketAddr,
+        config: TcpConfig,
+    ) -> Result<TcpTransport, BindError> {
+        let config = config.validate()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| BindError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BindError::Bind { addr, source })?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
+        let shared = Arc::new(Shared {
+            id,
+            config,
+            errors: ErrorCounts::default(),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            local_addr,
+            is_shut: AtomicBool::new(false),
+            inbound_tx: Mutex::new(Some(inbound_tx)),
+            inbound_rx: Mutex::new(Some(inbound_rx)),
+            links: Mutex::new(HashMap::new()),
+        });
+        shared
+            .tracker
+            .spawn(crate::inbound::accept_loop(shared.clone(), listener));
+        Ok(TcpTransport { shared })
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> &NodeId {
+        &self.shared.id
+    }
+
+    /// The socket address the listener is bound to.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// How many errors of `kind` this transport has counted (the
+    /// `raft_transport_errors_total` metric adds up every transport in the
+    /// process).
+    pub fn error_count(&self, kind: ErrorKind) -> u64 {
+        self.shared.errors.get(kind)
+    }
+
+    fn link(&self, to: &Peer) -> (mpsc::Sender<Vec<Message>>, Arc<crate::outbound::LinkState>) {
+        let mut links = lock(&self.shared.links);
+        if let Some(link) = links.get(&to.address) {
+            if !link.queue.is_closed() {
+                return (link.queue.clone(), link.state.clone());
+            }
+        }
+        let link = spawn_link(&self.shared, to.clone());
+        let handle = (link.queue.clone(), link.state.clone());
+        links.insert(to.address.clone(), link);
+        handle
+    }
+}
+
+impl Shared {
+    /// A sender into the inbound stream, or `None` after shutdown.
+    pub(crate) fn inbound_sender(&self) -> Option<mpsc::Sender<Inbound>> {
+        lock(&self.inbound_tx).clone()
+    }
+
+    fn close(&self) {
+        self.is_shut.store(true, Ordering::Release);
+        self.cancel.cancel();
+        lock(&self.links).clear();
+        lock(&self.inbound_tx).take();
+        lock(&self.inbound_rx).take();
+        self.tracker.close();
+    }
+}
+
+impl Transport for TcpTransport {
+    fn local_addr(&self) -> ServerAddress {
+        ServerAddress::new(self.shared.local_addr.to_string())
+    }
+
+    fn take_inbound(&self) -> Option<InboundStream> {
+        lock(&self.shared.inbound_rx).take()
+    }
+
+    fn send(&self, to: &Peer, msgs: Vec<Message>) -> Result<(), TransportError> {
+        if self.shared.is_shut.load(Ordering::Acquire) {
+            return Err(TransportError::Shutdown);
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let (queue, state) = self.link(to);
+        if let Some(reason) = state.down_reason() {
+            return Err(TransportError::Unreachable {
+                peer: to.id.clone(),
+                reason,
+            });
+        }
+        match queue.try_send(msgs) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(TransportError::Backpressure(to.id.clone()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(TransportError::Shutdown),
+        }
+    }
+
+    fn send_snapshot(
+        &self,
+        to: &Peer,
+        offer: SnapshotOffer,
+        data: SnapshotReader,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let shared = self.shared.clone();
+        let to = to.clone();
+        Box::pin(async move {
+            if shared.is_shut.load(Ordering::Acquire) {
+                return Err(TransportError::Shutdown);
+            }
+            tokio::select! {
+                _ = shared.cancel.cancelled() => Err(TransportError::Shutdown),
+                r = crate::snapshot::send(&shared, &to, offer, data) => r,
+            }
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            shared.close();
+            if timeout(SHUTDOWN_WAIT, shared.tracker.wait()).await.is_err() {
+                tracing::warn!(id = %shared.id, "transport tasks still running {SHUTDOWN_WAIT:?} after shutdown");
+            }
+        })
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        // Tasks hold the shared state; stop them so the listener closes.
+        self.shared.close();
+    }
+}
+
+/// Opens a TCP connection to `address` within the connect timeout.
+pub(crate) async fn connect(
+    shared: &Shared,
+    address: &ServerAddress,
+) -> Result<TcpStream, TransportError> {
+    let stream = match timeout(
+        shared.config.connect_timeout,
+        TcpStream::connect(address.as_str()),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(TransportError::Io {
+                context: format!("connecting to {address}"),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            })
+        }
+        Ok(Err(source)) => {
+            return Err(TransportError::Io {
+                context: format!("connecting to {address}"),
+                source,
+            })
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    stream
+        .set_nodelay(true)
+        .map_err(|source| TransportError::Io {
+            context: format!("setting TCP_NODELAY to {address}"),
+            source,
+        })?;
+    Ok(stream)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single map or option update, so a
+    // poisoned lock still guards consistent data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
