@@ -249,25 +249,50 @@ enum SearchResult {
     OutOfBudget,
 }
 
-/// One entry of the search's list: the call or the return of an operation.
+/// One entry of the search's list: the call or the return of a known operation.
 #[derive(Clone, Copy)]
 struct Entry {
     op: usize,
     is_call: bool,
 }
 
-/// The WGL search over one key's operations. Entries `0..2n` are the calls and returns in
-/// time order, linked through `next`/`prev`; `head()` and `tail()` are sentinels.
+/// Where the search looks for the next operation to linearize.
+#[derive(Clone, Copy)]
+enum Cursor {
+    /// At this entry of the known list.
+    Known(usize),
+    /// At this slot of the unknown list; unknown operations invoked after `bound` (the
+    /// first pending known return) are not candidates.
+    Unknown { slot: usize, bound: u64 },
+}
+
+/// The WGL search over one key's operations.
+///
+/// Known operations (those that completed `Ok`) have a call and a return entry in `entries`,
+/// in time order, linked through `next`/`prev` between the sentinels `len` (head) and
+/// `len + 1`. Unknown operations never return, so they have only a call, in a second list
+/// (`unknown`, in invocation order, linked through `unext`/`uprev`). At each step the
+/// candidates are the known calls before the first return in the known list, tried first,
+/// then the unknown calls invoked by that return's time.
 struct Search<'k, 'a> {
     ops: &'k [KeyOp<'a>],
+    /// Each operation's index among the known or among the unknown operations.
+    slot: Vec<usize>,
+    known_count: usize,
     entries: Vec<Entry>,
     next: Vec<usize>,
     prev: Vec<usize>,
     call_entry: Vec<usize>,
     ret_entry: Vec<usize>,
+    /// The unknown operations by slot, in invocation order.
+    unknown: Vec<usize>,
+    unext: Vec<usize>,
+    uprev: Vec<usize>,
     steps: u64,
-    /// The deepest dead end seen: its linearization order and the register value after it.
+    /// The dead end with the most known operations linearized: its linearization order and
+    /// the register value after it.
     best: Vec<usize>,
+    best_known: usize,
     best_value: ValueId,
 }
 
@@ -371,50 +396,56 @@ fn apply(step: Step, value: ValueId) -> Option<ValueId> {
 
 impl<'k, 'a> Search<'k, 'a> {
     fn new(ops: &'k [KeyOp<'a>]) -> Search<'k, 'a> {
+        let is_known = |op: &KeyOp<'_>| op.returned_at.is_some();
         let mut entries: Vec<Entry> = (0..ops.len())
+            .filter(|&op| is_known(&ops[op]))
             .flat_map(|op| [Entry { op, is_call: true }, Entry { op, is_call: false }])
             .collect();
-        // Calls sort before returns at equal times: intervals are closed. Unknown returns
-        // sort after every known return.
+        // Calls sort before returns at equal times: intervals are closed.
         entries.sort_by_key(|e| {
             let op = &ops[e.op];
-            let time = match (e.is_call, op.returned_at) {
-                (true, _) => u128::from(op.record.invoked_at),
-                (false, Some(t)) => u128::from(t),
-                (false, None) => u128::MAX,
+            let time = if e.is_call {
+                op.record.invoked_at
+            } else {
+                op.returned_at.unwrap_or(u64::MAX)
             };
             (time, !e.is_call, e.op)
         });
-        let len = entries.len();
+        let mut unknown: Vec<usize> = (0..ops.len()).filter(|&op| !is_known(&ops[op])).collect();
+        unknown.sort_by_key(|&op| (ops[op].record.invoked_at, op));
+        let mut slot = vec![0; ops.len()];
         let mut call_entry = vec![0; ops.len()];
         let mut ret_entry = vec![0; ops.len()];
+        // Known slots number the known operations in call order.
+        let mut known_slots = 0..;
         for (index, e) in entries.iter().enumerate() {
             if e.is_call {
                 call_entry[e.op] = index;
+                slot[e.op] = known_slots.next().unwrap_or_default();
             } else {
                 ret_entry[e.op] = index;
             }
         }
-        // The list in time order, between the sentinels head = len and tail = len + 1.
-        let order: Vec<usize> = std::iter::once(len)
-            .chain(0..len)
-            .chain(std::iter::once(len + 1))
-            .collect();
-        let mut next = vec![0; len + 2];
-        let mut prev = vec![0; len + 2];
-        for pair in order.windows(2) {
-            next[pair[0]] = pair[1];
-            prev[pair[1]] = pair[0];
+        for (index, &op) in unknown.iter().enumerate() {
+            slot[op] = index;
         }
+        let (next, prev) = linked(entries.len());
+        let (unext, uprev) = linked(unknown.len());
         Search {
             ops,
+            slot,
+            known_count: entries.len() / 2,
             entries,
             next,
             prev,
             call_entry,
             ret_entry,
+            unknown,
+            unext,
+            uprev,
             steps: 0,
             best: Vec::new(),
+            best_known: 0,
             best_value: ABSENT,
         }
     }
@@ -423,76 +454,171 @@ impl<'k, 'a> Search<'k, 'a> {
         self.entries.len()
     }
 
+    fn unknown_head(&self) -> usize {
+        self.unknown.len()
+    }
+
+    fn unknown_tail(&self) -> usize {
+        self.unknown.len() + 1
+    }
+
+    fn is_known(&self, op: usize) -> bool {
+        self.ops[op].returned_at.is_some()
+    }
+
     fn run(&mut self, budget: u64) -> SearchResult {
-        let mut known_left = self
-            .ops
-            .iter()
-            .filter(|op| op.returned_at.is_some())
-            .count();
-        let mut linearized = Bitset::new(self.ops.len());
+        let mut set = LinearizedSet::new(self.known_count, self.unknown.len());
         let mut cache = Cache::default();
+        let mut value = ABSENT;
+        cache.insert(&set, value);
         // The linearized operations in order, each with the register value before it.
         let mut stack: Vec<(usize, ValueId)> = Vec::new();
-        let mut value = ABSENT;
-        let mut entry = self.next[self.head()];
-        // While a known operation is left, its return is in the list after its call, so the
-        // scan meets a return before it reaches the tail sentinel.
+        let mut known_left = self.known_count;
+        let mut cursor = Cursor::Known(self.next[self.head()]);
         while known_left > 0 {
             if self.steps >= budget {
                 return SearchResult::OutOfBudget;
             }
             self.steps += 1;
-            let Entry { op, is_call } = self.entries[entry];
-            if is_call {
-                if let Some(new_value) = apply(self.ops[op].step, value) {
-                    linearized.set(op);
-                    if cache.insert(&linearized, new_value) {
-                        stack.push((op, value));
-                        value = new_value;
-                        known_left -= usize::from(self.ops[op].returned_at.is_some());
-                        self.lift(op);
-                        entry = self.next[self.head()];
+            let op = match cursor {
+                Cursor::Known(entry) => {
+                    // While a known operation is left, its return is in the list after its
+                    // call, so the scan meets a return before the tail sentinel.
+                    let Entry { op, is_call } = self.entries[entry];
+                    if !is_call {
+                        let bound = self.ops[op].returned_at.unwrap_or(u64::MAX);
+                        let slot = self.unext[self.unknown_head()];
+                        cursor = Cursor::Unknown { slot, bound };
                         continue;
                     }
-                    linearized.clear(op);
+                    cursor = Cursor::Known(self.next[entry]);
+                    op
                 }
-                entry = self.next[entry];
+                Cursor::Unknown { slot, bound } => {
+                    let past_bound = slot == self.unknown_tail()
+                        || self.ops[self.unknown[slot]].record.invoked_at > bound;
+                    if !past_bound {
+                        cursor = Cursor::Unknown {
+                            slot: self.unext[slot],
+                            bound,
+                        };
+                        self.unknown[slot]
+                    } else {
+                        // No candidate fits: the last choice was wrong.
+                        let known_done = self.known_count - known_left;
+                        if known_done > self.best_known {
+                            self.best = stack.iter().map(|&(op, _)| op).collect();
+                            self.best_known = known_done;
+                            self.best_value = value;
+                        }
+                        let Some((op, before)) = stack.pop() else {
+                            return SearchResult::Violation;
+                        };
+                        set.toggle(self, op);
+                        value = before;
+                        known_left += usize::from(self.is_known(op));
+                        self.unlift(op);
+                        cursor = self.resume_after(op);
+                        continue;
+                    }
+                }
+            };
+            let Some(new_value) = apply(self.ops[op].step, value) else {
+                continue;
+            };
+            if !self.is_known(op) && !self.unblocks(op, value, new_value) {
+                continue;
+            }
+            set.toggle(self, op);
+            if cache.insert(&set, new_value) {
+                stack.push((op, value));
+                value = new_value;
+                known_left -= usize::from(self.is_known(op));
+                self.lift(op);
+                cursor = Cursor::Known(self.next[self.head()]);
             } else {
-                // A return before any fitting call: the last choice was wrong. Known returns
-                // precede unknown ones, so with `known_left > 0` this is a known return.
-                debug_assert!(self.ops[op].returned_at.is_some());
-                if stack.len() > self.best.len() {
-                    self.best = stack.iter().map(|&(op, _)| op).collect();
-                    self.best_value = value;
-                }
-                let Some((op, before)) = stack.pop() else {
-                    return SearchResult::Violation;
-                };
-                linearized.clear(op);
-                value = before;
-                known_left += usize::from(self.ops[op].returned_at.is_some());
-                self.unlift(op);
-                entry = self.next[self.call_entry[op]];
+                set.toggle(self, op);
             }
         }
         SearchResult::Linearizable
     }
 
-    /// Unlinks `op`'s call and return entries.
+    /// Whether linearizing unknown `op`, moving the register from `before` to `after`, lets
+    /// another candidate apply that cannot apply now.
+    ///
+    /// Only such unknown operations are tried: if any linearization exists, one exists in
+    /// which every unknown operation comes right before an operation that fails without it
+    /// and applies with it. An unknown operation that nothing observes before the next write
+    /// can be omitted, and otherwise it can be moved later, to just before its first
+    /// observer: it never has to precede anything, and the operations it skips are reads
+    /// that apply with or without it.
+    fn unblocks(&self, op: usize, before: ValueId, after: ValueId) -> bool {
+        let observes = |other: usize| {
+            let step = self.ops[other].step;
+            other != op && apply(step, before).is_none() && apply(step, after).is_some()
+        };
+        if before == after {
+            return false;
+        }
+        let mut entry = self.next[self.head()];
+        while self.entries[entry].is_call {
+            if observes(self.entries[entry].op) {
+                return true;
+            }
+            entry = self.next[entry];
+        }
+        let bound = self.ops[self.entries[entry].op]
+            .returned_at
+            .unwrap_or(u64::MAX);
+        let mut slot = self.unext[self.unknown_head()];
+        while slot != self.unknown_tail() && self.ops[self.unknown[slot]].record.invoked_at <= bound
+        {
+            if observes(self.unknown[slot]) {
+                return true;
+            }
+            slot = self.unext[slot];
+        }
+        false
+    }
+
+    /// The cursor just after `op`, which was just unlifted, in candidate order.
+    fn resume_after(&self, op: usize) -> Cursor {
+        if self.is_known(op) {
+            return Cursor::Known(self.next[self.call_entry[op]]);
+        }
+        // The known list is as it was when `op` was tried: find its first return again.
+        let mut entry = self.next[self.head()];
+        while self.entries[entry].is_call {
+            entry = self.next[entry];
+        }
+        let bound = self.ops[self.entries[entry].op]
+            .returned_at
+            .unwrap_or(u64::MAX);
+        Cursor::Unknown {
+            slot: self.unext[self.slot[op]],
+            bound,
+        }
+    }
+
+    /// Unlinks `op`'s entries from its list.
     fn lift(&mut self, op: usize) {
-        for entry in [self.call_entry[op], self.ret_entry[op]] {
-            let (prev, next) = (self.prev[entry], self.next[entry]);
-            self.next[prev] = next;
-            self.prev[next] = prev;
+        if self.is_known(op) {
+            for entry in [self.call_entry[op], self.ret_entry[op]] {
+                unlink(&mut self.next, &mut self.prev, entry);
+            }
+        } else {
+            unlink(&mut self.unext, &mut self.uprev, self.slot[op]);
         }
     }
 
     /// Relinks what the matching [`Search::lift`] unlinked; lifts are undone in reverse order.
     fn unlift(&mut self, op: usize) {
-        for entry in [self.ret_entry[op], self.call_entry[op]] {
-            let (prev, next) = (self.prev[entry], self.next[entry]);
-            self.next[prev] = entry;
-            self.prev[next] = entry;
+        if self.is_known(op) {
+            for entry in [self.ret_entry[op], self.call_entry[op]] {
+                relink(&mut self.next, &mut self.prev, entry);
+            }
+        } else {
+            relink(&mut self.unext, &mut self.uprev, self.slot[op]);
         }
     }
 
@@ -502,7 +628,7 @@ impl<'k, 'a> Search<'k, 'a> {
         for &op in &self.best {
             in_prefix[op] = true;
         }
-        // The first return not in the prefix: a known op, or the prefix would have finished.
+        // The first return not in the prefix; there is one, or the prefix would be complete.
         let blocked = self
             .entries
             .iter()
@@ -531,7 +657,60 @@ impl<'k, 'a> Search<'k, 'a> {
     }
 }
 
-/// The set of linearized operations, with an incrementally kept Zobrist hash.
+/// `next`/`prev` links for a list `0..len` between the sentinels `len` and `len + 1`.
+fn linked(len: usize) -> (Vec<usize>, Vec<usize>) {
+    let order: Vec<usize> = std::iter::once(len)
+        .chain(0..len)
+        .chain(std::iter::once(len + 1))
+        .collect();
+    let mut next = vec![0; len + 2];
+    let mut prev = vec![0; len + 2];
+    for pair in order.windows(2) {
+        next[pair[0]] = pair[1];
+        prev[pair[1]] = pair[0];
+    }
+    (next, prev)
+}
+
+fn unlink(next: &mut [usize], prev: &mut [usize], entry: usize) {
+    let (before, after) = (prev[entry], next[entry]);
+    next[before] = after;
+    prev[after] = before;
+}
+
+/// Undoes [`unlink`]; valid while unlinks are undone in reverse order (dancing links).
+fn relink(next: &mut [usize], prev: &mut [usize], entry: usize) {
+    let (before, after) = (prev[entry], next[entry]);
+    next[before] = entry;
+    prev[after] = entry;
+}
+
+/// The linearized operations: known ones in one bitset, unknown ones in another.
+struct LinearizedSet {
+    known: Bitset,
+    unknown: Bitset,
+}
+
+impl LinearizedSet {
+    fn new(known: usize, unknown: usize) -> LinearizedSet {
+        LinearizedSet {
+            known: Bitset::new(known),
+            unknown: Bitset::new(unknown),
+        }
+    }
+
+    /// Adds `op` if absent, removes it if present.
+    fn toggle(&mut self, search: &Search<'_, '_>, op: usize) {
+        let slot = search.slot[op];
+        if search.is_known(op) {
+            self.known.toggle(slot);
+        } else {
+            self.unknown.toggle(slot);
+        }
+    }
+}
+
+/// A set of operation slots, with an incrementally kept Zobrist hash.
 struct Bitset {
     words: Vec<u64>,
     hash: u64,
@@ -545,18 +724,13 @@ impl Bitset {
         }
     }
 
-    fn set(&mut self, bit: usize) {
-        self.words[bit / 64] |= 1 << (bit % 64);
-        self.hash ^= zobrist(bit);
-    }
-
-    fn clear(&mut self, bit: usize) {
-        self.words[bit / 64] &= !(1 << (bit % 64));
+    fn toggle(&mut self, bit: usize) {
+        self.words[bit / 64] ^= 1 << (bit % 64);
         self.hash ^= zobrist(bit);
     }
 }
 
-/// A fixed pseudo-random 64-bit tag per operation (SplitMix64's finalizer).
+/// A fixed pseudo-random 64-bit tag per slot (SplitMix64's finalizer).
 fn zobrist(bit: usize) -> u64 {
     let mut z = (bit as u64)
         .wrapping_add(1)
@@ -566,20 +740,45 @@ fn zobrist(bit: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The (linearized set, register value) configurations already explored.
+fn is_subset(small: &[u64], large: &[u64]) -> bool {
+    small.iter().zip(large).all(|(s, l)| s & !l == 0)
+}
+
+/// The configurations already explored, keyed by (known set, register value), each with
+/// the unknown sets it was explored with.
+///
+/// A configuration is skipped if one with the same known set and value, and a subset of its
+/// unknown operations, was explored: unknown operations may be left out, so every
+/// continuation of the larger configuration is open to the smaller one too.
 #[derive(Default)]
 struct Cache {
-    seen: HashMap<(u64, ValueId), Vec<Box<[u64]>>, MixState>,
+    seen: HashMap<(u64, ValueId), Vec<Explored>, MixState>,
+}
+
+/// One explored configuration: its known and unknown sets' words.
+struct Explored {
+    known: Box<[u64]>,
+    unknown: Box<[u64]>,
 }
 
 impl Cache {
-    /// Records the configuration; false if it was already there.
-    fn insert(&mut self, set: &Bitset, value: ValueId) -> bool {
-        let bucket = self.seen.entry((set.hash, value)).or_default();
-        if bucket.iter().any(|words| **words == *set.words) {
+    /// Records the configuration; false if it or one dominating it was already there.
+    fn insert(&mut self, set: &LinearizedSet, value: ValueId) -> bool {
+        let (known, unknown) = (&set.known.words[..], &set.unknown.words[..]);
+        let bucket = self.seen.entry((set.known.hash, value)).or_default();
+        let same_known = |e: &Explored| *e.known == *known;
+        if bucket
+            .iter()
+            .any(|e| same_known(e) && is_subset(&e.unknown, unknown))
+        {
             return false;
         }
-        bucket.push(set.words.clone().into_boxed_slice());
+        // Drop what the new configuration dominates, keeping buckets short.
+        bucket.retain(|e| !(same_known(e) && is_subset(unknown, &e.unknown)));
+        bucket.push(Explored {
+            known: known.into(),
+            unknown: unknown.into(),
+        });
         true
     }
 }
@@ -1120,6 +1319,58 @@ mod tests {
         assert!(verdict.ok, "{verdict}");
     }
 
+    /// The size of a [`random_history`].
+    #[derive(Clone, Copy)]
+    struct Shape {
+        clients: u64,
+        ops_per_client: u64,
+        keys: u64,
+        /// The percentage of ops that end unknown; one more percent never complete.
+        unknown_percent: u32,
+    }
+
+    impl Shape {
+        /// 5 concurrent clients × 2,000 ops on 10 keys.
+        const BIG: Shape = Shape {
+            clients: 5,
+            ops_per_client: 2_000,
+            keys: 10,
+            unknown_percent: 2,
+        };
+    }
+
+    #[test]
+    #[ignore]
+    fn experiment_unknown_heavy() {
+        for unknown_percent in [5, 10, 20, 40] {
+            for seed in [1, 2, 3] {
+                let shape = Shape {
+                    unknown_percent,
+                    ..Shape::BIG
+                };
+                let history = random_history(seed, shape);
+                let started = Instant::now();
+                let verdict = check(&history);
+                eprintln!(
+                    "u{unknown_percent} seed {seed} ok: {:?} {}",
+                    started.elapsed(),
+                    verdict.to_string().lines().next().unwrap()
+                );
+                let (read, stale) = stale_read(&history);
+                let mutated =
+                    with_outcome(&history, read, Outcome::Ok(Returned::Value(Some(stale))));
+                let started = Instant::now();
+                let verdict = check(&mutated);
+                eprintln!(
+                    "u{unknown_percent} seed {seed} mutated: {:?} {} {}",
+                    started.elapsed(),
+                    verdict.to_string().lines().next().unwrap(),
+                    verdict.violation.is_some()
+                );
+            }
+        }
+    }
+
     /// An operation planned by [`random_history`], before its result is known.
     struct Planned {
         client: ClientId,
@@ -1145,7 +1396,13 @@ mod tests {
     /// instant of its interval, so ops of different clients overlap at random. Every written
     /// value is unique. About 2% of ops fail and 3% end unknown or pending, half of which
     /// take effect (possibly after the client gave up).
-    fn random_history(seed: u64, clients: u64, ops_per_client: u64, keys: u64) -> History {
+    fn random_history(seed: u64, shape: Shape) -> History {
+        let Shape {
+            clients,
+            ops_per_client,
+            keys,
+            unknown_percent,
+        } = shape;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut clock = vec![0u64; clients as usize];
         let mut planned = Vec::new();
@@ -1176,9 +1433,9 @@ mod tests {
                     }
                 };
                 let fate = match rng.random_range(0..100) {
-                    0..2 => Fate::Fail,
-                    2..4 => Fate::Unknown(rng.random_bool(0.5)),
-                    4..5 => Fate::Pending(rng.random_bool(0.5)),
+                    r if r < 2 => Fate::Fail,
+                    r if r < 2 + unknown_percent => Fate::Unknown(rng.random_bool(0.5)),
+                    r if r < 3 + unknown_percent => Fate::Pending(rng.random_bool(0.5)),
                     _ => Fate::Ok,
                 };
                 // An op whose client gave up may still take effect much later.
@@ -1317,7 +1574,7 @@ mod tests {
     #[test]
     fn random_history_from_a_sequential_store_is_linearizable() {
         for seed in [1, 2, 3] {
-            let history = random_history(seed, 5, 2_000, 10);
+            let history = random_history(seed, Shape::BIG);
             let started = Instant::now();
             let verdict = check(&history);
             let elapsed = started.elapsed();
@@ -1335,7 +1592,7 @@ mod tests {
     #[test]
     fn random_history_with_one_mutated_read_is_rejected() {
         for seed in [1, 2, 3] {
-            let history = random_history(seed, 5, 2_000, 10);
+            let history = random_history(seed, Shape::BIG);
             let (read, stale) = stale_read(&history);
             let key = history.get(read).expect("recorded").op.key().to_vec();
             let mutations = [stale, b"never-written".to_vec()];
@@ -1358,7 +1615,14 @@ mod tests {
 
     #[test]
     fn random_history_survives_the_text_round_trip() {
-        let history = random_history(4, 5, 200, 3);
+        let history = random_history(
+            4,
+            Shape {
+                ops_per_client: 200,
+                keys: 3,
+                ..Shape::BIG
+            },
+        );
         let text = history.to_text();
         let read = History::from_text(&text).expect("own text parses");
         assert_eq!(read, history);
