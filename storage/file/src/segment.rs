@@ -101,10 +101,7 @@ pub(crate) enum RecordFault {
         len: usize,
     },
     /// The payload fails its CRC.
-    BadPayloadCrc {
-        /// The offset just past the record.
-        end: usize,
-    },
+    BadPayloadCrc,
     /// The payload passes its CRC but is not the expected entry.
     BadEntry(String),
 }
@@ -115,7 +112,7 @@ impl RecordFault {
             RecordFault::ShortHeader => "partial record header".into(),
             RecordFault::BadHeader => "record header fails its CRC32C".into(),
             RecordFault::ShortPayload { len } => format!("record of {len} bytes is cut short"),
-            RecordFault::BadPayloadCrc { .. } => "record payload fails its CRC32C".into(),
+            RecordFault::BadPayloadCrc => "record payload fails its CRC32C".into(),
             RecordFault::BadEntry(why) => why.clone(),
         }
     }
@@ -137,7 +134,7 @@ pub(crate) fn decode_record(buf: &[u8], index: u64) -> Result<(Entry, usize), Re
     }
     let payload = &buf[RECORD_HEADER_LEN..end];
     if crc32c::crc32c(payload) != u32_at(buf, 4) {
-        return Err(RecordFault::BadPayloadCrc { end });
+        return Err(RecordFault::BadPayloadCrc);
     }
     let entry = decode_entry(payload).map_err(|e| {
         RecordFault::BadEntry(format!("record passes its CRC32C but does not decode: {e}"))
@@ -179,9 +176,12 @@ pub(crate) struct Scan {
 /// Scans a whole segment, `data`, whose header says `first_index`.
 ///
 /// A fault at the tail of the last segment (`is_last`) is a torn write from a
-/// crash: a partial header or payload, a final record whose CRC fails, or a
-/// zero-filled remainder. It is reported in `Scan::torn` for the caller to cut
-/// off. Any other fault is `StorageError::Corrupt`.
+/// crash: a partial header or payload, or a record failing its CRC with no
+/// intact record anywhere after it (the unsynced pages of the last batch,
+/// written out of order or zero-filled). It is reported in `Scan::torn` for
+/// the caller to cut off. Any other fault, in particular damage followed by
+/// intact records, is `StorageError::Corrupt`: cutting there would drop
+/// entries that were durable.
 pub(crate) fn scan(
     path: &Path,
     data: &[u8],
@@ -199,13 +199,15 @@ pub(crate) fn scan(
                 off += len;
             }
             Err(fault) => {
-                let torn_tail = match &fault {
-                    RecordFault::ShortHeader | RecordFault::ShortPayload { .. } => true,
-                    RecordFault::BadPayloadCrc { end } => *end == rest.len(),
-                    RecordFault::BadHeader => rest.iter().all(|b| *b == 0),
-                    RecordFault::BadEntry(_) => false,
-                };
-                if !(torn_tail && is_last) {
+                let torn_tail = is_last
+                    && match &fault {
+                        RecordFault::ShortHeader | RecordFault::ShortPayload { .. } => true,
+                        RecordFault::BadPayloadCrc | RecordFault::BadHeader => {
+                            !has_intact_record(&rest[1..])
+                        }
+                        RecordFault::BadEntry(_) => false,
+                    };
+                if !torn_tail {
                     return Err(corrupt_record(path, off as u64, index, &fault));
                 }
                 let why = format!(
@@ -225,6 +227,19 @@ pub(crate) fn scan(
         offsets,
         end: off as u64,
         torn: None,
+    })
+}
+
+/// Whether an intact record (header and payload CRCs good) starts at any
+/// offset of `buf`. Only called on the error path of a recovery scan.
+fn has_intact_record(buf: &[u8]) -> bool {
+    (0..buf.len().saturating_sub(RECORD_HEADER_LEN)).any(|at| {
+        let b = &buf[at..];
+        let len = u32_at(b, 0) as usize;
+        len != 0
+            && len <= b.len() - RECORD_HEADER_LEN
+            && crc32c::crc32c(&b[..8]) == u32_at(b, 8)
+            && crc32c::crc32c(&b[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]) == u32_at(b, 4)
     })
 }
 
@@ -307,6 +322,34 @@ mod tests {
                 Err(StorageError::Corrupt(msg)) => assert!(msg.contains("seg: offset"), "{msg}"),
                 other => panic!("flipping byte {at} should be Corrupt, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_garbled_tail_batch_with_nothing_intact_after_it_is_torn() {
+        let mut data = segment(5);
+        let third = HEADER_LEN as usize + 2 * record(1).len();
+        // The last batch (records 3..=5) reached the disk as garbage, page by page.
+        for (k, b) in data[third..].iter_mut().enumerate() {
+            *b = (k as u8).wrapping_mul(31) ^ 0xa7;
+        }
+        let s = scan(Path::new("seg"), &data, 1, true).expect("a garbled last batch is torn");
+        assert_eq!((s.offsets.len(), s.end), (2, third as u64));
+    }
+
+    #[test]
+    fn damage_followed_by_an_intact_record_in_the_last_segment_is_corrupt() {
+        let mut data = segment(5);
+        let third = HEADER_LEN as usize + 2 * record(1).len();
+        let fifth = data.len() - record(5).len();
+        for b in &mut data[third..fifth] {
+            *b = 0;
+        }
+        match scan(Path::new("seg"), &data, 1, true) {
+            Err(StorageError::Corrupt(msg)) => {
+                assert!(msg.contains(&format!("offset {third}")), "{msg}")
+            }
+            other => panic!("damage before an intact record should be Corrupt, got {other:?}"),
         }
     }
 

