@@ -14,11 +14,15 @@
 //! restarted process would. Each check is a function of its own, so a failure
 //! names the rule that broke.
 //!
+//! A backend's `tests/conformance.rs` runs each suite that applies:
+//!
 //! ```
-//! # // A toy store is enough to show the calling convention.
-//! use raftkit::testing::storage::sample_entries;
-//! let entries = sample_entries(1..=3, 1);
-//! assert_eq!(entries.len(), 3);
+//! use raftkit::testing::storage::{log_store_suite, snapshot_store_suite, stable_store_suite};
+//! use raftkit_memory::{MemLogStore, MemSnapshotStore, MemStableStore};
+//!
+//! log_store_suite(MemLogStore::new);
+//! stable_store_suite(MemStableStore::new);
+//! snapshot_store_suite(|| MemSnapshotStore::new(2).expect("retain 2 is valid"), 2);
 //! ```
 
 mod log;
