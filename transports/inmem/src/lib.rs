@@ -1,4 +1,4 @@
-//! An in-process [`Transport`] for raftkit, with a network you can break.
+//! An in-process [`Transport`](raftkit::Transport) for raftkit, with a network you can break.
 //!
 //! Every server gets an [`InmemTransport`] from one [`InmemNetwork`] hub.
 //! Messages pass as values (no encoding; payloads are cheap `Bytes` clones)

@@ -52,6 +52,9 @@ pub struct TcpConfig {
     /// Default 2 s, under a typical election timeout range's upper end
     /// times ten, so a restarted peer is found again quickly.
     pub backoff_max: Duration,
+    /// Mutual TLS; `None` (the default) speaks plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl Default for TcpConfig {
@@ -69,6 +72,8 @@ impl Default for TcpConfig {
             snapshot_ack_timeout: Duration::from_secs(30),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -43,11 +43,15 @@ pub enum ErrorKind {
     Io,
     /// `accept` failed (e.g. out of file descriptors).
     Accept,
+    /// A TLS handshake failed (no client certificate, an unknown CA, ...).
+    Tls,
+    /// A TLS peer whose certificate does not name the id in its `Hello`.
+    IdentityMismatch,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of their counters.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::BadMagic,
         ErrorKind::WrongVersion,
         ErrorKind::WrongCluster,
@@ -62,6 +66,8 @@ impl ErrorKind {
         ErrorKind::Connect,
         ErrorKind::Io,
         ErrorKind::Accept,
+        ErrorKind::Tls,
+        ErrorKind::IdentityMismatch,
     ];
 
     /// The metric label.
@@ -85,6 +91,8 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::Io => "io",
             ErrorKind::Accept => "accept",
+            ErrorKind::Tls => "tls",
+            ErrorKind::IdentityMismatch => "identity_mismatch",
         }
     }
 

@@ -22,9 +22,9 @@ use tokio_util::codec::Framed;
 
 use crate::codec::FrameCodec;
 use crate::errors::{ConnError, ErrorKind};
-use crate::transport::Shared;
+use crate::transport::{Shared, Stream};
 
-type Conn = Framed<TcpStream, FrameCodec>;
+type Conn = Framed<Stream, FrameCodec>;
 
 /// Accepts connections until shutdown.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -54,14 +54,13 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// Serves one connection; a protocol error closes it (and only it).
-async fn serve(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
+async fn serve(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr) {
     let Some(inbound) = shared.inbound_sender() else {
         return;
     };
-    let mut conn = Framed::new(stream, FrameCodec::new(shared.config.max_frame_bytes));
     let result = tokio::select! {
         _ = shared.cancel.cancelled() => Ok(()),
-        r = serve_frames(&shared, &mut conn, &inbound) => r,
+        r = handshake_and_serve(&shared, tcp, &inbound) => r,
     };
     if let Err(e) = result {
         shared.errors.record(e.kind);
@@ -73,9 +72,71 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
     }
 }
 
+async fn handshake_and_serve(
+    shared: &Shared,
+    tcp: TcpStream,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Result<(), ConnError> {
+    let (stream, identity) = accept_stream(shared, tcp).await?;
+    let mut conn = Framed::new(stream, FrameCodec::new(shared.config.max_frame_bytes));
+    serve_frames(shared, &mut conn, &identity, inbound).await
+}
+
+/// The certificate a TLS peer presented (nothing for plain TCP).
+#[derive(Debug, Default)]
+struct PeerIdentity {
+    #[cfg(feature = "tls")]
+    cert: Option<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl PeerIdentity {
+    /// Whether the peer may call itself `id`: always over plain TCP; over
+    /// TLS only if its certificate names `id`.
+    fn permits(&self, id: &NodeId) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(cert) = &self.cert {
+            return crate::tls::cert_names(cert, id);
+        }
+        let _ = id;
+        true
+    }
+}
+
+/// Runs the TLS handshake when configured.
+async fn accept_stream(
+    shared: &Shared,
+    tcp: TcpStream,
+) -> Result<(Stream, PeerIdentity), ConnError> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        let accepted =
+            tokio::time::timeout(shared.config.connect_timeout, tls.acceptor.accept(tcp)).await;
+        let stream = match accepted {
+            Err(_) => return Err(ConnError::new(ErrorKind::Tls, "TLS handshake timed out")),
+            Ok(Err(e)) => {
+                return Err(ConnError::new(
+                    ErrorKind::Tls,
+                    format!("TLS handshake failed: {e}"),
+                ))
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        let cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .cloned();
+        return Ok((Box::new(stream), PeerIdentity { cert }));
+    }
+    let _ = shared;
+    Ok((Box::new(tcp), PeerIdentity::default()))
+}
+
 async fn serve_frames(
     shared: &Shared,
     conn: &mut Conn,
+    identity: &PeerIdentity,
     inbound: &mpsc::Sender<Inbound>,
 ) -> Result<(), ConnError> {
     let from = match next_frame(shared, conn).await? {
@@ -88,6 +149,12 @@ async fn serve_frames(
             ))
         }
     };
+    if !identity.permits(&from) {
+        return Err(ConnError::new(
+            ErrorKind::IdentityMismatch,
+            format!("Hello claims {from}, but its TLS certificate does not name it"),
+        ));
+    }
     while let Some(frame) = next_frame(shared, conn).await? {
         match frame {
             Frame::Messages(msgs) => {

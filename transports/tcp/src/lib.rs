@@ -17,16 +17,24 @@
 //!   `Messages` frame. `TCP_NODELAY` is set on every socket.
 //! * **Bounded**: a full queue makes `send` answer `Backpressure`. When a
 //!   connection attempt fails, the queue is dropped (Raft retries) and `send`
-//!   answers `Unreachable` until the reconnect backoff (exponential, with
-//!   seeded jitter) has passed.
+//!   answers `Unreachable`, queueing nothing, until a reconnect succeeds.
+//!   Reconnects back off exponentially with seeded jitter, and stop when a
+//!   whole backoff passes without a send to that peer.
 //! * **Hostile input closes only its connection**: garbage, an oversized
 //!   length prefix, a wrong version or cluster, a missing `Hello`, or a
 //!   message whose sender differs from the `Hello`: the connection is
 //!   closed, a `tracing` warning says why, and `raft_transport_errors_total
 //!   {kind}` (through the `metrics` facade) counts it. Decoding never panics.
+//! * **Mutual TLS** (feature `tls`, on by default; `TcpConfig::tls`):
+//!   rustls with the `ring` provider, certificates from PEM files. Both sides
+//!   present a certificate signed by the cluster's CA whose DNS subject
+//!   alternative name is the server id: the dialler checks that the
+//!   listener's certificate names the peer it meant to reach, and the
+//!   listener checks that the dialler's certificate names the id it claims in
+//!   `Hello` (`identity_mismatch` otherwise).
 //!
-//! It is not authenticated: without TLS (not implemented yet) any host that
-//! reaches the port can claim any id. Run it on a trusted network.
+//! Without TLS nothing is authenticated: any host that reaches the port can
+//! claim any id. Run plain TCP on a trusted network only.
 //!
 //! ```
 //! use raftkit::testing::transport::heartbeat;
@@ -56,8 +64,12 @@ mod errors;
 mod inbound;
 mod outbound;
 mod snapshot;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 
 pub use config::{TcpConfig, TcpConfigError};
 pub use errors::{ErrorKind, ERRORS_METRIC};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError};
 pub use transport::{BindError, TcpTransport};

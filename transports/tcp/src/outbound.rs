@@ -4,11 +4,13 @@
 //!  send() ──try_send──▶ queue (bounded) ──▶ link task ──Messages frames──▶ TCP ──▶ peer
 //!                                             │ connect (Hello first), batch, write
 //!                                             └ on failure: drop the queue, answer
-//!                                               Unreachable until the backoff ends
+//!                                               Unreachable and retry with backoff
+//!                                               while sends keep coming
 //! ```
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,14 +21,14 @@ use raftkit::{Message, Peer, TransportError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 use tokio_util::codec::FramedWrite;
 
 use crate::codec::FrameCodec;
 use crate::errors::ErrorKind;
-use crate::transport::{connect, Shared};
+use crate::transport::{connect, Shared, Stream};
 
 /// A peer's queue and its reachability.
 #[derive(Debug)]
@@ -35,34 +37,43 @@ pub(crate) struct Link {
     pub(crate) state: Arc<LinkState>,
 }
 
-/// Whether a peer is in its reconnect backoff.
+/// Whether a peer is unreachable, and whether anyone still wants it.
 #[derive(Debug, Default)]
 pub(crate) struct LinkState {
-    down: Mutex<Option<(Instant, String)>>,
+    /// Why the last connection attempt failed; `None` while connected or
+    /// not yet tried.
+    down: Mutex<Option<String>>,
+    /// A send was refused since the last attempt: keep retrying.
+    wanted: AtomicBool,
 }
 
 impl LinkState {
-    /// Why the peer is unreachable, while its backoff lasts.
-    pub(crate) fn down_reason(&self) -> Option<String> {
-        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        match &*down {
-            Some((until, reason)) if Instant::now() < *until => Some(reason.clone()),
-            _ => None,
+    /// Why the peer is unreachable, if it is. Marks the peer as wanted, so
+    /// the link keeps trying to reconnect.
+    pub(crate) fn refuse(&self) -> Option<String> {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if down.is_some() {
+            self.wanted.store(true, Ordering::Release);
         }
+        down
     }
 
-    fn set_down(&self, until: Instant, reason: String) {
-        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some((until, reason));
+    fn set_down(&self, reason: String) {
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
     fn set_up(&self) {
         *self.down.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+
+    fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::AcqRel)
+    }
 }
 
 struct Conn {
-    read: OwnedReadHalf,
-    write: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    read: ReadHalf<Stream>,
+    write: FramedWrite<WriteHalf<Stream>, FrameCodec>,
 }
 
 /// Starts the link task for `peer` and returns its handle.
@@ -103,29 +114,10 @@ async fn run_link(
             }
         }
         if conn.is_none() {
-            let connected = tokio::select! {
-                _ = shared.cancel.cancelled() => return,
-                c = open(&shared, &peer) => c,
-            };
-            match connected {
-                Ok(c) => {
-                    conn = Some(c);
-                    backoff.reset();
-                    state.set_up();
-                }
-                Err(e) => {
-                    shared.errors.record(ErrorKind::Connect);
-                    let wait = backoff.next_delay();
-                    tracing::debug!(peer = %peer.id, address = %peer.address, "connect failed ({e}); retrying in {wait:?}");
-                    state.set_down(Instant::now() + wait, e.to_string());
-                    // Raft retries: what was queued for a dead peer is stale.
-                    while queue.try_recv().is_ok() {}
-                    tokio::select! {
-                        _ = shared.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    continue;
-                }
+            match reconnect(&shared, &peer, &mut queue, &state, &mut backoff).await {
+                Reconnect::Connected(c) => conn = Some(c),
+                Reconnect::GaveUp => continue,
+                Reconnect::Cancelled => return,
             }
         }
         let Some(c) = conn.as_mut() else { continue };
@@ -141,10 +133,57 @@ async fn run_link(
     }
 }
 
+enum Reconnect {
+    Connected(Conn),
+    /// Nobody sent to the peer during the last backoff: stop trying until
+    /// the next message (which `send` accepts again).
+    GaveUp,
+    Cancelled,
+}
+
+/// Connects. While attempts fail, `send` answers `Unreachable` (queueing
+/// nothing) and attempts repeat with backoff as long as sends keep coming.
+async fn reconnect(
+    shared: &Shared,
+    peer: &Peer,
+    queue: &mut mpsc::Receiver<Vec<Message>>,
+    state: &LinkState,
+    backoff: &mut Backoff,
+) -> Reconnect {
+    loop {
+        let connected = tokio::select! {
+            _ = shared.cancel.cancelled() => return Reconnect::Cancelled,
+            c = open(shared, peer) => c,
+        };
+        let e = match connected {
+            Ok(c) => {
+                backoff.reset();
+                state.set_up();
+                return Reconnect::Connected(c);
+            }
+            Err(e) => e,
+        };
+        shared.errors.record(ErrorKind::Connect);
+        let wait = backoff.next_delay();
+        tracing::debug!(peer = %peer.id, address = %peer.address, "connect failed ({e}); retrying in {wait:?}");
+        state.set_down(e.to_string());
+        // Raft retries: what was queued for an unreachable peer is stale.
+        while queue.try_recv().is_ok() {}
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return Reconnect::Cancelled,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if !state.take_wanted() {
+            state.set_up();
+            return Reconnect::GaveUp;
+        }
+    }
+}
+
 /// Connects and says Hello.
 async fn open(shared: &Shared, peer: &Peer) -> Result<Conn, TransportError> {
-    let stream = connect(shared, &peer.address).await?;
-    let (read, write) = stream.into_split();
+    let stream = connect(shared, peer).await?;
+    let (read, write) = tokio::io::split(stream);
     let mut write = FramedWrite::new(write, FrameCodec::new(shared.config.max_frame_bytes));
     let hello = encode_frame(
         shared.config.cluster,
@@ -223,7 +262,7 @@ fn decode_own(shared: &Shared, frame: &[u8]) -> Frame {
 /// Queues one frame for writing (flushing when `feed_only` is false).
 pub(crate) async fn send_frame(
     shared: &Shared,
-    write: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+    write: &mut FramedWrite<WriteHalf<Stream>, FrameCodec>,
     frame: Bytes,
     feed_only: bool,
 ) -> Result<(), TransportError> {

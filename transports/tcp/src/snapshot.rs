@@ -17,7 +17,7 @@ use tokio_util::codec::Framed;
 
 use crate::codec::FrameCodec;
 use crate::outbound::codec_error;
-use crate::transport::{connect, Shared};
+use crate::transport::{connect, Shared, Stream};
 
 /// Streams `data` to `to`; `Ok` once the peer acknowledged every chunk.
 pub(crate) async fn send(
@@ -26,7 +26,7 @@ pub(crate) async fn send(
     offer: SnapshotOffer,
     data: SnapshotReader,
 ) -> Result<(), TransportError> {
-    let stream = connect(shared, &to.address).await?;
+    let stream = connect(shared, to).await?;
     let mut framed = Framed::new(stream, FrameCodec::new(shared.config.max_frame_bytes));
     let cluster = shared.config.cluster;
     write(
@@ -85,7 +85,7 @@ pub(crate) async fn send(
 
 async fn write(
     shared: &Shared,
-    framed: &mut Framed<tokio::net::TcpStream, FrameCodec>,
+    framed: &mut Framed<Stream, FrameCodec>,
     frame: Bytes,
 ) -> Result<(), TransportError> {
     match timeout(shared.config.write_timeout, framed.send(frame)).await {

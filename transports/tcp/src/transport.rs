@@ -11,6 +11,7 @@ use raftkit::{
     BoxFuture, Inbound, Message, NodeId, Peer, ServerAddress, SnapshotOffer, SnapshotReader,
     Transport, TransportError,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -40,6 +41,10 @@ pub enum BindError {
     /// The configuration cannot work.
     #[error(transparent)]
     Config(#[from] TcpConfigError),
+    /// The TLS files could not be loaded.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::TlsError),
     /// The listener could not bind.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -59,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) errors: ErrorCounts,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Tls>,
     local_addr: SocketAddr,
     is_shut: AtomicBool,
     inbound_tx: Mutex<Option<mpsc::Sender<Inbound>>>,
@@ -86,6 +93,8 @@ impl TcpTransport {
         config: TcpConfig,
     ) -> Result<TcpTransport, BindError> {
         let config = config.validate()?;
+        #[cfg(feature = "tls")]
+        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| BindError::Bind { addr, source })?;
@@ -99,6 +108,8 @@ impl TcpTransport {
             errors: ErrorCounts::default(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            #[cfg(feature = "tls")]
+            tls,
             local_addr,
             is_shut: AtomicBool::new(false),
             inbound_tx: Mutex::new(Some(inbound_tx)),
@@ -175,7 +186,7 @@ impl Transport for TcpTransport {
             return Ok(());
         }
         let (queue, state) = self.link(to);
-        if let Some(reason) = state.down_reason() {
+        if let Some(reason) = state.refuse() {
             return Err(TransportError::Unreachable {
                 peer: to.id.clone(),
                 reason,
@@ -227,38 +238,57 @@ impl Drop for TcpTransport {
     }
 }
 
-/// Opens a TCP connection to `address` within the connect timeout.
-pub(crate) async fn connect(
-    shared: &Shared,
-    address: &ServerAddress,
-) -> Result<TcpStream, TransportError> {
-    let stream = match timeout(
+/// A connection's byte stream: plain TCP or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A boxed connection stream.
+pub(crate) type Stream = Box<dyn Io>;
+
+/// Opens a connection to `peer` within the connect timeout: TCP with
+/// `TCP_NODELAY`, then TLS (checking that the peer's certificate names its
+/// id) when configured.
+pub(crate) async fn connect(shared: &Shared, peer: &Peer) -> Result<Stream, TransportError> {
+    let address = &peer.address;
+    let io_error = |source| TransportError::Io {
+        context: format!("connecting to {} at {address}", peer.id),
+        source,
+    };
+    let tcp = match timeout(
         shared.config.connect_timeout,
         TcpStream::connect(address.as_str()),
     )
     .await
     {
-        Err(_) => {
-            return Err(TransportError::Io {
-                context: format!("connecting to {address}"),
-                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-            })
-        }
-        Ok(Err(source)) => {
-            return Err(TransportError::Io {
-                context: format!("connecting to {address}"),
-                source,
-            })
-        }
+        Err(_) => return Err(io_error(std::io::Error::from(std::io::ErrorKind::TimedOut))),
+        Ok(Err(source)) => return Err(io_error(source)),
         Ok(Ok(stream)) => stream,
     };
-    stream
-        .set_nodelay(true)
-        .map_err(|source| TransportError::Io {
-            context: format!("setting TCP_NODELAY to {address}"),
-            source,
-        })?;
-    Ok(stream)
+    tcp.set_nodelay(true).map_err(io_error)?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        let Some(name) = crate::tls::server_name(&peer.id) else {
+            return Err(TransportError::Unreachable {
+                peer: peer.id.clone(),
+                reason: "the server id is not a valid TLS server name".to_owned(),
+            });
+        };
+        return match timeout(
+            shared.config.connect_timeout,
+            tls.connector.connect(name, tcp),
+        )
+        .await
+        {
+            Err(_) => Err(io_error(std::io::Error::from(std::io::ErrorKind::TimedOut))),
+            Ok(Err(source)) => Err(TransportError::Io {
+                context: format!("TLS handshake with {} at {address}", peer.id),
+                source,
+            }),
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+        };
+    }
+    Ok(Box::new(tcp))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
