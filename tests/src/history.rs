@@ -368,7 +368,7 @@ impl History {
         Ok(())
     }
 
-    /// All operations, in invocation-call order (index = [`OpId`]).
+    /// All operations, in the order `invoke` was called (position = [`OpId`]).
     pub fn records(&self) -> &[Record] {
         &self.records
     }
