@@ -203,6 +203,12 @@ impl InmemNetwork {
 
     /// Cuts `id` off: every message to or from it is lost until
     /// [`reconnect`](Self::reconnect) or [`heal`](Self::heal).
+    ///
+    /// ```
+    /// let net = raftkit_inmem::InmemNetwork::new(1);
+    /// net.disconnect(&"n2".into());
+    /// net.reconnect(&"n2".into());
+    /// ```
     pub fn disconnect(&self, id: &NodeId) {
         self.state().disconnected.insert(id.clone());
     }
@@ -228,6 +234,12 @@ impl InmemNetwork {
     }
 
     /// Cuts the link from `from` to `to` one way: `to` still reaches `from`.
+    ///
+    /// ```
+    /// let net = raftkit_inmem::InmemNetwork::new(1);
+    /// net.cut(&"leader".into(), &"follower".into()); // follower still answers
+    /// net.heal();
+    /// ```
     pub fn cut(&self, from: &NodeId, to: &NodeId) {
         self.state().cuts.insert((from.clone(), to.clone()));
     }
@@ -243,12 +255,22 @@ impl InmemNetwork {
 
     /// Loses each message independently with probability `p` (clamped to
     /// `0.0..=1.0`), decided when it is sent by the seeded RNG.
+    ///
+    /// ```
+    /// let net = raftkit_inmem::InmemNetwork::new(42); // same seed, same losses
+    /// net.set_drop_probability(0.1);
+    /// ```
     pub fn set_drop_probability(&self, p: f64) {
         self.state().drop_probability = p.clamp(0.0, 1.0);
     }
 
     /// Delivers every message sent from now on `delay` after its send.
     /// Order per pipe is kept.
+    ///
+    /// ```
+    /// let net = raftkit_inmem::InmemNetwork::new(1);
+    /// net.set_delay(std::time::Duration::from_millis(5));
+    /// ```
     pub fn set_delay(&self, delay: Duration) {
         self.state().delay = delay;
     }

@@ -9,6 +9,11 @@ use crate::codec::CodecError;
 
 /// The metric every connection error increments.
 pub const ERRORS_METRIC: &str = "raft_transport_errors_total";
+/// Messages written to sockets, by message kind (`heartbeat`, `append_entries`, ...).
+pub const MESSAGES_SENT_METRIC: &str = "raft_transport_messages_sent_total";
+/// Bytes written to sockets (frames with their length prefix), by
+/// `kind`: `messages` or `snapshot`.
+pub const BYTES_SENT_METRIC: &str = "raft_transport_bytes_sent_total";
 
 /// Why a connection was closed or a peer could not be reached; the `kind`
 /// label of [`ERRORS_METRIC`].

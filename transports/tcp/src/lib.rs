@@ -69,7 +69,7 @@ mod tls;
 mod transport;
 
 pub use config::{TcpConfig, TcpConfigError};
-pub use errors::{ErrorKind, ERRORS_METRIC};
+pub use errors::{ErrorKind, BYTES_SENT_METRIC, ERRORS_METRIC, MESSAGES_SENT_METRIC};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError};
 pub use transport::{BindError, TcpTransport};

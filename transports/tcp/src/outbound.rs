@@ -27,7 +27,7 @@ use tokio::time::timeout;
 use tokio_util::codec::FramedWrite;
 
 use crate::codec::FrameCodec;
-use crate::errors::ErrorKind;
+use crate::errors::{ErrorKind, BYTES_SENT_METRIC, MESSAGES_SENT_METRIC};
 use crate::transport::{connect, Shared, Stream};
 
 /// A peer's queue and its reachability.
@@ -212,15 +212,29 @@ async fn write_batch(
     c: &mut Conn,
     msgs: Vec<Message>,
 ) -> Result<(), TransportError> {
+    let mut kinds: Vec<(&'static str, u64)> = Vec::new();
+    for msg in &msgs {
+        let kind = msg.body.kind();
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
     let mut frames = Vec::new();
     encode_batches(shared, msgs, &mut frames);
+    let bytes: usize = frames.iter().map(|f| f.len() + 4).sum();
     for frame in frames {
         send_frame(shared, &mut c.write, frame, true).await?;
     }
     timeout(shared.config.write_timeout, c.write.flush())
         .await
         .map_err(|_| write_timed_out())?
-        .map_err(|e| codec_error("flushing messages", e))
+        .map_err(|e| codec_error("flushing messages", e))?;
+    for (kind, n) in kinds {
+        metrics::counter!(MESSAGES_SENT_METRIC, "kind" => kind).increment(n);
+    }
+    metrics::counter!(BYTES_SENT_METRIC, "kind" => "messages").increment(bytes as u64);
+    Ok(())
 }
 
 /// Encodes `msgs` into frames no larger than the maximum, halving batches

@@ -88,6 +88,8 @@ async fn write(
     framed: &mut Framed<Stream, FrameCodec>,
     frame: Bytes,
 ) -> Result<(), TransportError> {
+    metrics::counter!(crate::BYTES_SENT_METRIC, "kind" => "snapshot")
+        .increment(frame.len() as u64 + 4);
     match timeout(shared.config.write_timeout, framed.send(frame)).await {
         Err(_) => Err(TransportError::Io {
             context: "writing a snapshot frame".to_owned(),

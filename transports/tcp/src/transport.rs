@@ -123,6 +123,16 @@ impl TcpTransport {
     }
 
     /// This server's id.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use raftkit_tcp::{TcpConfig, TcpTransport};
+    /// let any = "127.0.0.1:0".parse().unwrap();
+    /// let t = TcpTransport::bind("n1".into(), any, TcpConfig::default()).await.unwrap();
+    /// assert_eq!(t.id().as_str(), "n1");
+    /// assert_ne!(t.socket_addr().port(), 0);
+    /// # });
+    /// ```
     pub fn id(&self) -> &NodeId {
         &self.shared.id
     }
@@ -135,6 +145,15 @@ impl TcpTransport {
     /// How many errors of `kind` this transport has counted (the
     /// `raft_transport_errors_total` metric adds up every transport in the
     /// process).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use raftkit_tcp::{ErrorKind, TcpConfig, TcpTransport};
+    /// let any = "127.0.0.1:0".parse().unwrap();
+    /// let t = TcpTransport::bind("n1".into(), any, TcpConfig::default()).await.unwrap();
+    /// assert_eq!(t.error_count(ErrorKind::WrongCluster), 0);
+    /// # });
+    /// ```
     pub fn error_count(&self, kind: ErrorKind) -> u64 {
         self.shared.errors.get(kind)
     }
