@@ -17,8 +17,9 @@ use raftkit::transport::IncomingSnapshot;
 use raftkit::wire::{decode_frame, encode_frame, Frame};
 use raftkit::{Inbound, NodeId, SnapshotChunk, SnapshotOffer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::FrameCodec;
 use crate::errors::{ConnError, ErrorKind};
@@ -58,9 +59,18 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr) {
     let Some(inbound) = shared.inbound_sender() else {
         return;
     };
+    // Dropped when this task ends, which tells a newer connection from the
+    // same peer that nothing more comes from this one.
+    let (_done, done) = watch::channel(());
+    let slot = MessageSlot {
+        cancel: CancellationToken::new(),
+        done,
+    };
+    let superseded = slot.cancel.clone();
     let result = tokio::select! {
         _ = shared.cancel.cancelled() => Ok(()),
-        r = handshake_and_serve(&shared, tcp, &inbound) => r,
+        _ = superseded.cancelled() => Ok(()),
+        r = handshake_and_serve(&shared, tcp, &inbound, slot) => r,
     };
     if let Err(e) = result {
         shared.errors.record(e.kind);
@@ -76,10 +86,38 @@ async fn handshake_and_serve(
     shared: &Shared,
     tcp: TcpStream,
     inbound: &mpsc::Sender<Inbound>,
+    slot: MessageSlot,
 ) -> Result<(), ConnError> {
     let (stream, identity) = accept_stream(shared, tcp).await?;
     let mut conn = Framed::new(stream, FrameCodec::new(shared.config.max_frame_bytes));
-    serve_frames(shared, &mut conn, &identity, inbound).await
+    serve_frames(shared, &mut conn, &identity, inbound, slot).await
+}
+
+/// A connection's claim to be its peer's message connection.
+///
+/// A sender opens a new message connection only after giving up the old
+/// one, but frames of the old one may still wait in this server's buffers.
+/// So that they never arrive after the new connection's messages (order per
+/// peer), the first `Messages` frame on a new connection stops the old
+/// connection's task and waits for it to end: its leftovers are lost, which
+/// the contract allows, but never reordered.
+#[derive(Debug)]
+pub(crate) struct MessageSlot {
+    cancel: CancellationToken,
+    done: watch::Receiver<()>,
+}
+
+/// How long a new message connection waits for its predecessor to stop.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// Makes `slot` the message connection of `from`, stopping the previous one.
+async fn take_over(shared: &Shared, from: &NodeId, slot: MessageSlot) {
+    let previous = shared.claim_message_slot(from, slot);
+    if let Some(mut previous) = previous {
+        previous.cancel.cancel();
+        // `changed` fails once the old task has dropped its sender, i.e. ended.
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.done.changed()).await;
+    }
 }
 
 /// The certificate a TLS peer presented (nothing for plain TCP).
@@ -138,7 +176,9 @@ async fn serve_frames(
     conn: &mut Conn,
     identity: &PeerIdentity,
     inbound: &mpsc::Sender<Inbound>,
+    slot: MessageSlot,
 ) -> Result<(), ConnError> {
+    let mut slot = Some(slot);
     let from = match next_frame(shared, conn).await? {
         None => return Ok(()),
         Some(Frame::Hello { from }) => from,
@@ -158,6 +198,9 @@ async fn serve_frames(
     while let Some(frame) = next_frame(shared, conn).await? {
         match frame {
             Frame::Messages(msgs) => {
+                if let Some(slot) = slot.take() {
+                    take_over(shared, &from, slot).await;
+                }
                 for msg in msgs {
                     if msg.from != from {
                         return Err(spoofed(&from, &msg.from));

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::errors::{ErrorCounts, ErrorKind};
+use crate::inbound::MessageSlot;
 use crate::outbound::{spawn_link, Link};
 use crate::{TcpConfig, TcpConfigError};
 
@@ -71,6 +72,8 @@ pub(crate) struct Shared {
     inbound_tx: Mutex<Option<mpsc::Sender<Inbound>>>,
     inbound_rx: Mutex<Option<InboundStream>>,
     links: Mutex<HashMap<ServerAddress, Link>>,
+    /// Each peer's current inbound message connection.
+    message_slots: Mutex<HashMap<NodeId, MessageSlot>>,
 }
 
 impl TcpTransport {
@@ -115,6 +118,7 @@ impl TcpTransport {
             inbound_tx: Mutex::new(Some(inbound_tx)),
             inbound_rx: Mutex::new(Some(inbound_rx)),
             links: Mutex::new(HashMap::new()),
+            message_slots: Mutex::new(HashMap::new()),
         });
         shared
             .tracker
@@ -176,6 +180,15 @@ impl Shared {
     /// A sender into the inbound stream, or `None` after shutdown.
     pub(crate) fn inbound_sender(&self) -> Option<mpsc::Sender<Inbound>> {
         lock(&self.inbound_tx).clone()
+    }
+
+    /// Records `slot` as `from`'s message connection, returning the previous one.
+    pub(crate) fn claim_message_slot(
+        &self,
+        from: &NodeId,
+        slot: MessageSlot,
+    ) -> Option<MessageSlot> {
+        lock(&self.message_slots).insert(from.clone(), slot)
     }
 
     fn close(&self) {

@@ -319,3 +319,38 @@ async fn snapshot_chunks_out_of_order_are_refused() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_message_connection_replaces_the_older_one() {
+    let mut pair = Pair::new().await;
+    let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+    let mut open = async |seq: u64| {
+        let mut raw = TcpStream::connect(pair.b.socket_addr())
+            .await
+            .expect("raw connect");
+        let mut bytes = hello(CLUSTER, "a");
+        let msgs = Frame::Messages(vec![heartbeat(&a, &b, seq, 0)]);
+        bytes.extend(framed(&encode_frame(CLUSTER, &msgs)));
+        raw.write_all(&bytes).await.expect("write");
+        match timeout(Duration::from_secs(5), pair.b_inbound.recv()).await {
+            Ok(Some(Inbound::Message(m))) => assert_eq!(seq_of(&m), seq),
+            other => panic!("message {seq} did not arrive: {other:?}"),
+        }
+        raw
+    };
+    let mut old = open(100).await;
+    let _new = open(101).await;
+    let closed = timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 16];
+        while let Ok(n) = old.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the older message connection from a was not closed within 5 s"
+    );
+}
