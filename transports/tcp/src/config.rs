@@ -52,6 +52,11 @@ pub struct TcpConfig {
     /// Default 2 s, under a typical election timeout range's upper end
     /// times ten, so a restarted peer is found again quickly.
     pub backoff_max: Duration,
+    /// How long a peer's link stays open with nothing to send before its
+    /// connection and task are closed (a new `send` opens it again).
+    /// Default 60 s: far above any heartbeat interval, so only links to
+    /// peers that left the cluster close.
+    pub link_idle_timeout: Duration,
     /// Mutual TLS; `None` (the default) speaks plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::TlsConfig>,
@@ -72,6 +77,7 @@ impl Default for TcpConfig {
             snapshot_ack_timeout: Duration::from_secs(30),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            link_idle_timeout: Duration::from_secs(60),
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -105,6 +105,20 @@ async fn run_link(
                 conn = None;
                 continue;
             }
+            _ = tokio::time::sleep(shared.config.link_idle_timeout) => {
+                // A peer nobody sends to any more (removed, say): free the
+                // task and the socket. `send` starts a new link when needed.
+                tracing::debug!(peer = %peer.id, "link idle; closing it");
+                queue.close();
+                let mut rest = Vec::new();
+                while let Ok(batch) = queue.try_recv() {
+                    rest.extend(batch);
+                }
+                if let (Some(c), false) = (conn.as_mut(), rest.is_empty()) {
+                    let _ = write_batch(&shared, c, rest).await;
+                }
+                return;
+            }
         };
         let mut batch = first;
         while batch.len() < shared.config.batch_max_messages {

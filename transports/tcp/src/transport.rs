@@ -71,7 +71,9 @@ pub(crate) struct Shared {
     is_shut: AtomicBool,
     inbound_tx: Mutex<Option<mpsc::Sender<Inbound>>>,
     inbound_rx: Mutex<Option<InboundStream>>,
-    links: Mutex<HashMap<ServerAddress, Link>>,
+    /// Outbound links by peer id and address: a new server at an old
+    /// address gets a link of its own (TLS checks the id).
+    links: Mutex<HashMap<Peer, Link>>,
     /// Each peer's current inbound message connection.
     message_slots: Mutex<HashMap<NodeId, MessageSlot>>,
 }
@@ -162,16 +164,33 @@ impl TcpTransport {
         self.shared.errors.get(kind)
     }
 
+    /// How many outbound links (one per peer sent to) are open. A link
+    /// closes after [`TcpConfig::link_idle_timeout`] without messages.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use raftkit_tcp::{TcpConfig, TcpTransport};
+    /// let any = "127.0.0.1:0".parse().unwrap();
+    /// let t = TcpTransport::bind("n1".into(), any, TcpConfig::default()).await.unwrap();
+    /// assert_eq!(t.open_links(), 0);
+    /// # });
+    /// ```
+    pub fn open_links(&self) -> usize {
+        let mut links = lock(&self.shared.links);
+        links.retain(|_, link| !link.queue.is_closed());
+        links.len()
+    }
+
     fn link(&self, to: &Peer) -> (mpsc::Sender<Vec<Message>>, Arc<crate::outbound::LinkState>) {
         let mut links = lock(&self.shared.links);
-        if let Some(link) = links.get(&to.address) {
+        if let Some(link) = links.get(to) {
             if !link.queue.is_closed() {
                 return (link.queue.clone(), link.state.clone());
             }
         }
         let link = spawn_link(&self.shared, to.clone());
         let handle = (link.queue.clone(), link.state.clone());
-        links.insert(to.address.clone(), link);
+        links.insert(to.clone(), link);
         handle
     }
 }
@@ -217,20 +236,34 @@ impl Transport for TcpTransport {
         if msgs.is_empty() {
             return Ok(());
         }
-        let (queue, state) = self.link(to);
-        if let Some(reason) = state.refuse() {
-            return Err(TransportError::Unreachable {
-                peer: to.id.clone(),
-                reason,
-            });
-        }
-        match queue.try_send(msgs) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                Err(TransportError::Backpressure(to.id.clone()))
+        let mut msgs = msgs;
+        // A link closes itself when idle; a send racing with that finds its
+        // queue closed and starts a new link (once).
+        for _ in 0..2 {
+            let (queue, state) = self.link(to);
+            if let Some(reason) = state.refuse() {
+                return Err(TransportError::Unreachable {
+                    peer: to.id.clone(),
+                    reason,
+                });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(TransportError::Shutdown),
+            match queue.try_send(msgs) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(TransportError::Backpressure(to.id.clone()))
+                }
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    if self.shared.is_shut.load(Ordering::Acquire) {
+                        return Err(TransportError::Shutdown);
+                    }
+                    msgs = back;
+                }
+            }
         }
+        Err(TransportError::Unreachable {
+            peer: to.id.clone(),
+            reason: "link restarting".to_owned(),
+        })
     }
 
     fn send_snapshot(
