@@ -118,9 +118,12 @@ pub async fn snapshot_does_not_block_messages<F: TransportFactory>(
         "snapshot: only {} of {sent_heartbeats} heartbeats arrived (and {rejected} were rejected)",
         report.heartbeats
     );
+    // One heartbeat per interval, less scheduling slack (a fast transfer
+    // may see only the first, which is sent as the transfer starts).
+    let expected = (transfer.as_micros() / HEARTBEAT_INTERVAL.as_micros() / 4).max(1) as u64;
     assert!(
-        report.heartbeats >= 3,
-        "snapshot: only {} heartbeats arrived during a {transfer:?} transfer",
+        report.heartbeats >= expected,
+        "snapshot: only {} heartbeats arrived during a {transfer:?} transfer (expected at least {expected})",
         report.heartbeats
     );
     assert!(
