@@ -40,7 +40,14 @@ pub(crate) struct RaftLog {
 
 impl RaftLog {
     /// A log restored from storage: everything given is already durable.
-    pub(crate) fn restore(offset: LogIndex, offset_term: Term, entries: Vec<Entry>) -> RaftLog {
+    /// With `truncate_stored`, storage holds entries past `offset` that must
+    /// go: the first `ready` asks the driver to truncate them.
+    pub(crate) fn restore(
+        offset: LogIndex,
+        offset_term: Term,
+        entries: Vec<Entry>,
+        truncate_stored: bool,
+    ) -> RaftLog {
         let last = entries.last().map_or(offset, |e| e.index);
         RaftLog {
             entries: entries.into(),
@@ -48,7 +55,7 @@ impl RaftLog {
             offset_term,
             persisted: last,
             handed: last,
-            truncate_from: None,
+            truncate_from: truncate_stored.then(|| offset.next()),
             committed: offset,
             applying: offset,
         }
@@ -268,7 +275,7 @@ mod tests {
 
     #[test]
     fn merge_skips_matching_and_truncates_at_conflict() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 1)]);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 1)], false);
         assert_eq!(log.merge(vec![e(2, 1), e(3, 2), e(4, 2)]), Some(LogIndex(3)));
         assert_eq!(log.last_index(), LogIndex(4));
         assert_eq!(log.term(LogIndex(3)), Some(Term(2)));
@@ -280,7 +287,7 @@ mod tests {
 
     #[test]
     fn stale_persist_ack_after_truncation_is_ignored() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![]);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], false);
         log.merge(vec![e(1, 1), e(2, 1)]);
         let _ = log.take_unstable();
         log.merge(vec![e(2, 2)]);
@@ -291,7 +298,7 @@ mod tests {
 
     #[test]
     fn committed_entries_wait_for_local_durability() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![]);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], false);
         log.merge(vec![e(1, 1), e(2, 1)]);
         log.commit_to(LogIndex(2));
         assert!(log.take_committed(10).is_empty());
@@ -302,14 +309,14 @@ mod tests {
 
     #[test]
     fn slice_respects_count_and_bytes_but_sends_at_least_one() {
-        let log = RaftLog::restore(LogIndex(0), Term(0), (1..=10).map(|i| e(i, 1)).collect());
+        let log = RaftLog::restore(LogIndex(0), Term(0), (1..=10).map(|i| e(i, 1)).collect(), false);
         assert_eq!(log.slice(LogIndex(1), LogIndex(10), 3, usize::MAX).len(), 3);
         assert_eq!(log.slice(LogIndex(1), LogIndex(10), 10, 1).len(), 1);
     }
 
     #[test]
     fn compact_keeps_term_at_offset() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), (1..=5).map(|i| e(i, i)).collect());
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), (1..=5).map(|i| e(i, i)).collect(), false);
         log.commit_to(LogIndex(5));
         let _ = log.take_committed(10);
         log.compact(LogIndex(3));

@@ -413,8 +413,15 @@ impl Core {
         let mut membership = Membership::new(base_index, base);
         let mut entries = Vec::with_capacity(restored.entries.len());
         let mut expected = offset;
+        // A snapshot received from a leader is stored before the log is reset
+        // to start after it. A crash in between leaves the old log, which is
+        // stale past the snapshot if it disagrees at the snapshot's index.
+        let stale_suffix = restored
+            .entries
+            .iter()
+            .any(|e| e.index == offset && restored.snapshot.is_some() && e.term != offset_term);
         for e in restored.entries {
-            if e.index <= offset {
+            if e.index <= offset || stale_suffix {
                 continue;
             }
             if e.index != expected.next() {
@@ -433,7 +440,7 @@ impl Core {
             term: restored.hard_state.term,
             vote: restored.hard_state.vote,
             hard_state_dirty: false,
-            log: RaftLog::restore(offset, offset_term, entries),
+            log: RaftLog::restore(offset, offset_term, entries, stale_suffix),
             membership,
             role: Role::Follower,
             leader: None,
