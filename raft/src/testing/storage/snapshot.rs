@@ -52,6 +52,10 @@ pub fn snapshot_store_suite<S: SnapshotStore>(mut fresh: impl FnMut() -> S, reta
 /// Runs the restart checks: snapshots survive a restart, and a snapshot that
 /// was being written when the process died is gone (files and all) after the
 /// next open.
+///
+/// The "process death" is a `std::mem::forget` of the sink: no destructor
+/// runs. A sink must therefore not keep its store's directory lock alive
+/// (hold a `Weak` or the path, not the store).
 pub fn durable_snapshot_store_suite<S: SnapshotStore>(mut open: impl FnMut(&Path) -> S) {
     reopen_lists_and_opens_the_same(&mut open);
     incomplete_snapshot_is_reaped_on_reopen(&mut open);
