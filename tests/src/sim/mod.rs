@@ -328,7 +328,11 @@ impl Sim {
                     }
                 }
             }
-            Ev::IoDone { node, incarnation, jobs } => self.io_done(node, incarnation, jobs),
+            Ev::IoDone {
+                node,
+                incarnation,
+                jobs,
+            } => self.io_done(node, incarnation, jobs),
             Ev::Client(c) => self.client_op(c),
             Ev::ClientTimeout { client, op } => {
                 if self.clients[client].pending == Some(op) {
@@ -435,12 +439,25 @@ impl Sim {
 
     /// Performs everything the core of server `i` has ready.
     fn drive(&mut self, i: usize) {
+        let mut rounds = 0;
         loop {
             let Some(core) = self.nodes[i].core.as_mut() else {
                 return;
             };
-            if !core.has_ready() {
+            if !core.has_ready() || !self.violations.is_empty() {
                 break;
+            }
+            rounds += 1;
+            if rounds > 10_000 {
+                let detail = format!(
+                    "{} still has work after 10000 Readys in one step",
+                    core.id()
+                );
+                self.violations.push(Violation {
+                    invariant: "livelock",
+                    detail,
+                });
+                return;
             }
             let ready = core.ready();
             self.perform(i, ready);
@@ -513,7 +530,14 @@ impl Sim {
         let at = self.now + self.rng.random_range(0..=self.opts.persist_us);
         let incarnation = self.nodes[i].incarnation;
         let jobs = self.nodes[i].io.len();
-        self.schedule(at, Ev::IoDone { node: i, incarnation, jobs });
+        self.schedule(
+            at,
+            Ev::IoDone {
+                node: i,
+                incarnation,
+                jobs,
+            },
+        );
     }
 
     fn io_done(&mut self, i: usize, incarnation: u64, jobs: usize) {
@@ -533,7 +557,9 @@ impl Sim {
 
     /// Makes the oldest queued job durable and acknowledges it.
     fn complete_job(&mut self, i: usize) -> bool {
-        let Some(job) = self.nodes[i].io.pop_front() else { return false };
+        let Some(job) = self.nodes[i].io.pop_front() else {
+            return false;
+        };
         let node = &mut self.nodes[i];
         if let Some(h) = job.hard {
             node.disk.hard = h;
