@@ -94,7 +94,10 @@ pub struct ConfigError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { field, reason: reason.into() }
+    ConfigError {
+        field,
+        reason: reason.into(),
+    }
 }
 
 impl Config {
@@ -165,7 +168,10 @@ impl Config {
             return Err(invalid("commit_timeout", "must be positive"));
         }
         if self.snapshot_interval < tick {
-            return Err(invalid("snapshot_interval", format!("must be at least one tick ({tick:?})")));
+            return Err(invalid(
+                "snapshot_interval",
+                format!("must be at least one tick ({tick:?})"),
+            ));
         }
         Ok(ValidConfig {
             tick,

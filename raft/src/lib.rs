@@ -26,8 +26,8 @@ pub mod transport;
 pub mod types;
 pub mod wire;
 
+pub use crate::core::{ConfChange, Core, Event, RaftState, ReadState, Ready, Status};
 pub use config::{Config, ConfigError, ValidConfig};
-pub use crate::core::{ConfChange, Core, Event, RaftState, Ready, ReadState, Status};
 pub use fsm::{Committed, Fsm, FsmError, FsmSnapshot};
 pub use message::{Message, MessageBody};
 pub use storage::{

@@ -55,7 +55,11 @@ pub enum StorageError {
 impl StorageError {
     /// An I/O error while doing `op` on `path`.
     pub fn io(op: impl Into<String>, path: impl fmt::Display, source: std::io::Error) -> Self {
-        StorageError::Io { op: op.into(), path: path.to_string(), source }
+        StorageError::Io {
+            op: op.into(),
+            path: path.to_string(),
+            source,
+        }
     }
 }
 
@@ -145,9 +149,8 @@ pub trait StableStore: Send + Sync + 'static {
     fn load_hard_state(&self) -> StorageResult<HardState> {
         match self.get(HARD_STATE_KEY)? {
             None => Ok(HardState::default()),
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| {
-                StorageError::Corrupt(format!("stable key {HARD_STATE_KEY:?}: {e}"))
-            }),
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| StorageError::Corrupt(format!("stable key {HARD_STATE_KEY:?}: {e}"))),
         }
     }
 }

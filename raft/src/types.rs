@@ -168,7 +168,11 @@ pub struct Entry {
 impl Entry {
     /// An entry carrying an application command.
     pub fn command(index: LogIndex, term: Term, data: Bytes) -> Entry {
-        Entry { index, term, payload: EntryPayload::Command(data) }
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Command(data),
+        }
     }
 
     /// An approximation of the entry's size in bytes, for batching limits.
@@ -215,12 +219,20 @@ pub struct Server {
 impl Server {
     /// A voting member.
     pub fn voter(id: impl Into<NodeId>, address: impl Into<ServerAddress>) -> Server {
-        Server { id: id.into(), address: address.into(), suffrage: Suffrage::Voter }
+        Server {
+            id: id.into(),
+            address: address.into(),
+            suffrage: Suffrage::Voter,
+        }
     }
 
     /// A non-voting member.
     pub fn nonvoter(id: impl Into<NodeId>, address: impl Into<ServerAddress>) -> Server {
-        Server { id: id.into(), address: address.into(), suffrage: Suffrage::Nonvoter }
+        Server {
+            id: id.into(),
+            address: address.into(),
+            suffrage: Suffrage::Nonvoter,
+        }
     }
 }
 
@@ -244,12 +256,16 @@ impl Configuration {
 
     /// Whether `id` is a voter.
     pub fn is_voter(&self, id: &NodeId) -> bool {
-        self.server(id).is_some_and(|s| s.suffrage == Suffrage::Voter)
+        self.server(id)
+            .is_some_and(|s| s.suffrage == Suffrage::Voter)
     }
 
     /// The voters' ids.
     pub fn voters(&self) -> impl Iterator<Item = &NodeId> {
-        self.servers.iter().filter(|s| s.suffrage == Suffrage::Voter).map(|s| &s.id)
+        self.servers
+            .iter()
+            .filter(|s| s.suffrage == Suffrage::Voter)
+            .map(|s| &s.id)
     }
 
     /// How many voters make a majority.

@@ -147,14 +147,20 @@ pub fn encode_frame(cluster: ClusterId, frame: &Frame) -> Bytes {
 /// Decodes a frame, checking magic, version and cluster.
 pub fn decode_frame(cluster: ClusterId, buf: &[u8]) -> Result<Frame, WireError> {
     if buf.len() < HEADER_LEN {
-        return Err(WireError::Truncated { len: buf.len(), need: HEADER_LEN });
+        return Err(WireError::Truncated {
+            len: buf.len(),
+            need: HEADER_LEN,
+        });
     }
     let magic = [buf[0], buf[1]];
     if magic != MAGIC {
         return Err(WireError::BadMagic(magic));
     }
     if buf[2] != WIRE_VERSION {
-        return Err(WireError::Version { got: buf[2], want: WIRE_VERSION });
+        return Err(WireError::Version {
+            got: buf[2],
+            want: WIRE_VERSION,
+        });
     }
     let kind = buf[3];
     let mut id = [0u8; 8];
@@ -163,8 +169,8 @@ pub fn decode_frame(cluster: ClusterId, buf: &[u8]) -> Result<Frame, WireError> 
     if got != cluster {
         return Err(WireError::ClusterMismatch { got, want: cluster });
     }
-    let (frame, rest): (Frame, &[u8]) =
-        postcard::take_from_bytes(&buf[HEADER_LEN..]).map_err(|e| WireError::Body(e.to_string()))?;
+    let (frame, rest): (Frame, &[u8]) = postcard::take_from_bytes(&buf[HEADER_LEN..])
+        .map_err(|e| WireError::Body(e.to_string()))?;
     if !rest.is_empty() {
         return Err(WireError::Body(format!("{} trailing bytes", rest.len())));
     }

@@ -19,3 +19,4 @@
 
 pub mod history;
 pub mod linearizability;
+pub mod sim;

@@ -58,7 +58,10 @@ impl Core {
                 ),
                 B::RequestVoteRequest(req) if req.pre_vote => self.send(
                     msg.from.clone(),
-                    B::RequestVoteResponse(RequestVoteResponse { granted: false, pre_vote: true }),
+                    B::RequestVoteResponse(RequestVoteResponse {
+                        granted: false,
+                        pre_vote: true,
+                    }),
                 ),
                 _ => {}
             }
@@ -101,12 +104,17 @@ impl Core {
             self.hard_state_dirty = true;
             self.term
         };
-        let mut votes = Votes { pre_vote, ..Votes::default() };
+        let mut votes = Votes {
+            pre_vote,
+            ..Votes::default()
+        };
         votes.granted.insert(self.id.clone());
         self.role = Role::Candidate(votes);
         self.reset_election_timeout(true);
         if was != super::RaftState::Candidate {
-            self.out.events.push(Event::StateChanged(RaftState::Candidate));
+            self.out
+                .events
+                .push(Event::StateChanged(RaftState::Candidate));
         }
         let req = RequestVoteRequest {
             last_log_index: self.log.last_index(),
@@ -114,8 +122,13 @@ impl Core {
             pre_vote,
             leadership_transfer,
         };
-        let peers: Vec<NodeId> =
-            self.membership.config().voters().filter(|v| **v != self.id).cloned().collect();
+        let peers: Vec<NodeId> = self
+            .membership
+            .config()
+            .voters()
+            .filter(|v| **v != self.id)
+            .cloned()
+            .collect();
         for peer in peers {
             let mut m = self.message(peer, MessageBody::RequestVoteRequest(req.clone()));
             m.term = vote_term;
@@ -138,8 +151,14 @@ impl Core {
             || (self.vote.is_none() && self.leader.is_none())
             || (req.pre_vote && term > self.term);
         // §5.4.1: only for a candidate whose log is at least as up to date.
-        let grant = can_vote && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
-        let resp = RequestVoteResponse { granted: grant, pre_vote: req.pre_vote };
+        let grant = can_vote
+            && self
+                .log
+                .is_up_to_date(req.last_log_index, req.last_log_term);
+        let resp = RequestVoteResponse {
+            granted: grant,
+            pre_vote: req.pre_vote,
+        };
         let mut m = self.message(from.clone(), MessageBody::RequestVoteResponse(resp));
         if req.pre_vote && grant {
             m.term = term;
@@ -152,8 +171,15 @@ impl Core {
         self.out.after_persist.push(m);
     }
 
-    pub(super) fn handle_vote_response(&mut self, from: NodeId, _term: Term, resp: RequestVoteResponse) {
-        let Role::Candidate(votes) = &mut self.role else { return };
+    pub(super) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        _term: Term,
+        resp: RequestVoteResponse,
+    ) {
+        let Role::Candidate(votes) = &mut self.role else {
+            return;
+        };
         if votes.pre_vote != resp.pre_vote {
             return;
         }
@@ -166,7 +192,9 @@ impl Core {
     }
 
     fn count_votes(&mut self) {
-        let Role::Candidate(votes) = &self.role else { return };
+        let Role::Candidate(votes) = &self.role else {
+            return;
+        };
         let config = self.membership.config();
         let voters = config.voters().count();
         let granted = votes.granted.iter().filter(|v| config.is_voter(v)).count();
@@ -192,7 +220,9 @@ impl Core {
         self.set_leader(leader);
         self.reset_election_timeout(false);
         if was != RaftState::Follower {
-            self.out.events.push(Event::StateChanged(RaftState::Follower));
+            self.out
+                .events
+                .push(Event::StateChanged(RaftState::Follower));
         }
     }
 
@@ -229,11 +259,15 @@ impl Core {
         let next = self.log.last_index().next();
         let config = self.membership.config().clone();
         let me = self.id.clone();
-        let Some(l) = self.leader_state_mut() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         l.progress.retain(|id, _| config.server(id).is_some());
         for s in &config.servers {
             if s.id != me {
-                l.progress.entry(s.id.clone()).or_insert_with(|| Progress::new(next));
+                l.progress
+                    .entry(s.id.clone())
+                    .or_insert_with(|| Progress::new(next));
             }
         }
     }

@@ -40,7 +40,14 @@ pub(crate) struct RaftLog {
 
 impl RaftLog {
     /// A log restored from storage: everything given is already durable.
-    pub(crate) fn restore(offset: LogIndex, offset_term: Term, entries: Vec<Entry>) -> RaftLog {
+    /// With `truncate_stored`, storage holds entries past `offset` that must
+    /// go: the first `ready` asks the driver to truncate them.
+    pub(crate) fn restore(
+        offset: LogIndex,
+        offset_term: Term,
+        entries: Vec<Entry>,
+        truncate_stored: bool,
+    ) -> RaftLog {
         let last = entries.last().map_or(offset, |e| e.index);
         RaftLog {
             entries: entries.into(),
@@ -48,7 +55,7 @@ impl RaftLog {
             offset_term,
             persisted: last,
             handed: last,
-            truncate_from: None,
+            truncate_from: truncate_stored.then(|| offset.next()),
             committed: offset,
             applying: offset,
         }
@@ -263,35 +270,49 @@ mod tests {
     use crate::types::EntryPayload;
 
     fn e(index: u64, term: u64) -> Entry {
-        Entry { index: LogIndex(index), term: Term(term), payload: EntryPayload::Blank }
+        Entry {
+            index: LogIndex(index),
+            term: Term(term),
+            payload: EntryPayload::Blank,
+        }
     }
 
     #[test]
     fn merge_skips_matching_and_truncates_at_conflict() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 1)]);
-        assert_eq!(log.merge(vec![e(2, 1), e(3, 2), e(4, 2)]), Some(LogIndex(3)));
+        let mut log =
+            RaftLog::restore(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 1)], false);
+        assert_eq!(
+            log.merge(vec![e(2, 1), e(3, 2), e(4, 2)]),
+            Some(LogIndex(3))
+        );
         assert_eq!(log.last_index(), LogIndex(4));
         assert_eq!(log.term(LogIndex(3)), Some(Term(2)));
         let (trunc, entries) = log.take_unstable();
         assert_eq!(trunc, Some(LogIndex(3)));
-        assert_eq!(entries.iter().map(|e| e.index.0).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            entries.iter().map(|e| e.index.0).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
         assert_eq!(log.persisted(), LogIndex(2));
     }
 
     #[test]
     fn stale_persist_ack_after_truncation_is_ignored() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![]);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], false);
         log.merge(vec![e(1, 1), e(2, 1)]);
         let _ = log.take_unstable();
         log.merge(vec![e(2, 2)]);
         let _ = log.take_unstable();
-        assert!(!log.stable_to(LogIndex(2), Term(1)), "ack for the replaced entry counted");
+        assert!(
+            !log.stable_to(LogIndex(2), Term(1)),
+            "ack for the replaced entry counted"
+        );
         assert!(log.stable_to(LogIndex(2), Term(2)));
     }
 
     #[test]
     fn committed_entries_wait_for_local_durability() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![]);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], false);
         log.merge(vec![e(1, 1), e(2, 1)]);
         log.commit_to(LogIndex(2));
         assert!(log.take_committed(10).is_empty());
@@ -302,14 +323,24 @@ mod tests {
 
     #[test]
     fn slice_respects_count_and_bytes_but_sends_at_least_one() {
-        let log = RaftLog::restore(LogIndex(0), Term(0), (1..=10).map(|i| e(i, 1)).collect());
+        let log = RaftLog::restore(
+            LogIndex(0),
+            Term(0),
+            (1..=10).map(|i| e(i, 1)).collect(),
+            false,
+        );
         assert_eq!(log.slice(LogIndex(1), LogIndex(10), 3, usize::MAX).len(), 3);
         assert_eq!(log.slice(LogIndex(1), LogIndex(10), 10, 1).len(), 1);
     }
 
     #[test]
     fn compact_keeps_term_at_offset() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), (1..=5).map(|i| e(i, i)).collect());
+        let mut log = RaftLog::restore(
+            LogIndex(0),
+            Term(0),
+            (1..=5).map(|i| e(i, i)).collect(),
+            false,
+        );
         log.commit_to(LogIndex(5));
         let _ = log.take_committed(10);
         log.compact(LogIndex(3));

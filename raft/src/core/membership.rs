@@ -136,30 +136,84 @@ mod tests {
     use super::*;
 
     fn three() -> Configuration {
-        Configuration::new(vec![Server::voter("a", "a"), Server::voter("b", "b"), Server::nonvoter("c", "c")])
+        Configuration::new(vec![
+            Server::voter("a", "a"),
+            Server::voter("b", "b"),
+            Server::nonvoter("c", "c"),
+        ])
     }
 
     #[test]
     fn conf_change_cases() {
-        let cases: Vec<(&str, ConfChange, Result<Vec<(&str, Suffrage)>, ()>)> = vec![
-            ("add voter", ConfChange::AddVoter { id: "d".into(), address: "d".into() },
-                Ok(vec![("a", Suffrage::Voter), ("b", Suffrage::Voter), ("c", Suffrage::Nonvoter), ("d", Suffrage::Voter)])),
-            ("promote non-voter", ConfChange::AddVoter { id: "c".into(), address: "c".into() },
-                Ok(vec![("a", Suffrage::Voter), ("b", Suffrage::Voter), ("c", Suffrage::Voter)])),
-            ("add non-voter keeps a voter a voter", ConfChange::AddNonvoter { id: "a".into(), address: "a2".into() },
-                Ok(vec![("a", Suffrage::Voter), ("b", Suffrage::Voter), ("c", Suffrage::Nonvoter)])),
-            ("demote", ConfChange::DemoteVoter { id: "b".into() },
-                Ok(vec![("a", Suffrage::Voter), ("b", Suffrage::Nonvoter), ("c", Suffrage::Nonvoter)])),
-            ("remove", ConfChange::RemoveServer { id: "b".into() },
-                Ok(vec![("a", Suffrage::Voter), ("c", Suffrage::Nonvoter)])),
-            ("remove unknown", ConfChange::RemoveServer { id: "z".into() }, Err(())),
+        type Want = Result<Vec<(&'static str, Suffrage)>, ()>;
+        let cases: Vec<(&str, ConfChange, Want)> = vec![
+            (
+                "add voter",
+                ConfChange::AddVoter {
+                    id: "d".into(),
+                    address: "d".into(),
+                },
+                Ok(vec![
+                    ("a", Suffrage::Voter),
+                    ("b", Suffrage::Voter),
+                    ("c", Suffrage::Nonvoter),
+                    ("d", Suffrage::Voter),
+                ]),
+            ),
+            (
+                "promote non-voter",
+                ConfChange::AddVoter {
+                    id: "c".into(),
+                    address: "c".into(),
+                },
+                Ok(vec![
+                    ("a", Suffrage::Voter),
+                    ("b", Suffrage::Voter),
+                    ("c", Suffrage::Voter),
+                ]),
+            ),
+            (
+                "add non-voter keeps a voter a voter",
+                ConfChange::AddNonvoter {
+                    id: "a".into(),
+                    address: "a2".into(),
+                },
+                Ok(vec![
+                    ("a", Suffrage::Voter),
+                    ("b", Suffrage::Voter),
+                    ("c", Suffrage::Nonvoter),
+                ]),
+            ),
+            (
+                "demote",
+                ConfChange::DemoteVoter { id: "b".into() },
+                Ok(vec![
+                    ("a", Suffrage::Voter),
+                    ("b", Suffrage::Nonvoter),
+                    ("c", Suffrage::Nonvoter),
+                ]),
+            ),
+            (
+                "remove",
+                ConfChange::RemoveServer { id: "b".into() },
+                Ok(vec![("a", Suffrage::Voter), ("c", Suffrage::Nonvoter)]),
+            ),
+            (
+                "remove unknown",
+                ConfChange::RemoveServer { id: "z".into() },
+                Err(()),
+            ),
         ];
         for (name, change, want) in cases {
             let got = change.apply(&three());
             match want {
                 Ok(want) => {
                     let got = got.unwrap_or_else(|e| panic!("case {name}: {e}"));
-                    let got: Vec<_> = got.servers.iter().map(|s| (s.id.as_str().to_owned(), s.suffrage)).collect();
+                    let got: Vec<_> = got
+                        .servers
+                        .iter()
+                        .map(|s| (s.id.as_str().to_owned(), s.suffrage))
+                        .collect();
                     let want: Vec<_> = want.iter().map(|(i, s)| (i.to_string(), *s)).collect();
                     assert_eq!(got, want, "case {name}");
                 }
@@ -171,14 +225,23 @@ mod tests {
     #[test]
     fn removing_the_last_voter_is_refused() {
         let one = Configuration::new(vec![Server::voter("a", "a")]);
-        assert!(ConfChange::RemoveServer { id: "a".into() }.apply(&one).is_err());
-        assert!(ConfChange::DemoteVoter { id: "a".into() }.apply(&one).is_err());
+        assert!(ConfChange::RemoveServer { id: "a".into() }
+            .apply(&one)
+            .is_err());
+        assert!(ConfChange::DemoteVoter { id: "a".into() }
+            .apply(&one)
+            .is_err());
     }
 
     #[test]
     fn truncation_reverts_to_the_previous_configuration() {
         let mut m = Membership::new(LogIndex(0), three());
-        let four = ConfChange::AddVoter { id: "d".into(), address: "d".into() }.apply(&three()).unwrap();
+        let four = ConfChange::AddVoter {
+            id: "d".into(),
+            address: "d".into(),
+        }
+        .apply(&three())
+        .unwrap();
         m.append(LogIndex(5), four.clone());
         assert_eq!(m.config(), &four);
         m.truncate(LogIndex(5));

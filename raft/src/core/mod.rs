@@ -407,18 +407,38 @@ impl Core {
         seed: u64,
     ) -> Result<Core, RestoreError> {
         let (offset, offset_term, base_index, base) = match &restored.snapshot {
-            Some(s) => (s.index, s.term, s.configuration_index, s.configuration.clone()),
-            None => (LogIndex::ZERO, Term::ZERO, LogIndex::ZERO, Configuration::default()),
+            Some(s) => (
+                s.index,
+                s.term,
+                s.configuration_index,
+                s.configuration.clone(),
+            ),
+            None => (
+                LogIndex::ZERO,
+                Term::ZERO,
+                LogIndex::ZERO,
+                Configuration::default(),
+            ),
         };
         let mut membership = Membership::new(base_index, base);
         let mut entries = Vec::with_capacity(restored.entries.len());
         let mut expected = offset;
+        // A snapshot received from a leader is stored before the log is reset
+        // to start after it. A crash in between leaves the old log, which is
+        // stale past the snapshot if it disagrees at the snapshot's index.
+        let stale_suffix = restored
+            .entries
+            .iter()
+            .any(|e| e.index == offset && restored.snapshot.is_some() && e.term != offset_term);
         for e in restored.entries {
-            if e.index <= offset {
+            if e.index <= offset || stale_suffix {
                 continue;
             }
             if e.index != expected.next() {
-                return Err(RestoreError::Gap { expected_after: expected, found: e.index });
+                return Err(RestoreError::Gap {
+                    expected_after: expected,
+                    found: e.index,
+                });
             }
             expected = e.index;
             if let EntryPayload::Configuration(c) = &e.payload {
@@ -433,7 +453,7 @@ impl Core {
             term: restored.hard_state.term,
             vote: restored.hard_state.vote,
             hard_state_dirty: false,
-            log: RaftLog::restore(offset, offset_term, entries),
+            log: RaftLog::restore(offset, offset_term, entries, stale_suffix),
             membership,
             role: Role::Follower,
             leader: None,
@@ -460,7 +480,9 @@ impl Core {
             return Err(ProposeError::CantBootstrap);
         }
         if configuration.voters().next().is_none() {
-            return Err(ProposeError::InvalidChange("the configuration has no voter".into()));
+            return Err(ProposeError::InvalidChange(
+                "the configuration has no voter".into(),
+            ));
         }
         self.term = Term(1);
         self.hard_state_dirty = true;
@@ -471,9 +493,10 @@ impl Core {
         };
         self.log.append(entry);
         self.membership.append(LogIndex(1), configuration.clone());
-        self.out
-            .events
-            .push(Event::ConfigurationChanged { index: LogIndex(1), configuration });
+        self.out.events.push(Event::ConfigurationChanged {
+            index: LogIndex(1),
+            configuration,
+        });
         Ok(())
     }
 
@@ -492,7 +515,10 @@ impl Core {
     /// Handles a message from a peer.
     pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
         if msg.to != self.id {
-            return Err(StepError::WrongRecipient { to: msg.to, me: self.id.clone() });
+            return Err(StepError::WrongRecipient {
+                to: msg.to,
+                me: self.id.clone(),
+            });
         }
         if matches!(self.role, Role::Shutdown) {
             return Ok(());
@@ -559,7 +585,9 @@ impl Core {
                 actual: latest_index,
             });
         }
-        let noop_committed = self.leader_state().is_some_and(|l| l.noop_index <= self.log.committed);
+        let noop_committed = self
+            .leader_state()
+            .is_some_and(|l| l.noop_index <= self.log.committed);
         if latest_index > self.log.committed || !noop_committed {
             return Err(ProposeError::ConfigChangeInProgress);
         }
@@ -574,7 +602,11 @@ impl Core {
             || self.log.has_committed()
             || !self.out.is_empty()
             || self.leader_state().is_some_and(|l| {
-                !l.unsent_reads.is_empty() || l.progress.values().any(|p| p.sent_commit < self.log.committed)
+                let reads_due = !l.unsent_reads.is_empty() && l.noop_index <= self.log.committed;
+                reads_due
+                    || l.progress
+                        .values()
+                        .any(|p| p.needs_commit(self.log.committed))
             })
             || self.leader_has_pending_appends()
     }
@@ -588,7 +620,10 @@ impl Core {
         }
         let hard_state = if self.hard_state_dirty {
             self.hard_state_dirty = false;
-            Some(HardState { term: self.term, vote: self.vote.clone() })
+            Some(HardState {
+                term: self.term,
+                vote: self.vote.clone(),
+            })
         } else {
             None
         };
@@ -737,10 +772,14 @@ impl Core {
 
     fn leader_for_proposals(&self) -> Result<&LeaderState, ProposeError> {
         match &self.role {
-            Role::Leader(l) if l.transfer.is_some() => Err(ProposeError::LeadershipTransferInProgress),
+            Role::Leader(l) if l.transfer.is_some() => {
+                Err(ProposeError::LeadershipTransferInProgress)
+            }
             Role::Leader(l) => Ok(l),
             Role::Shutdown => Err(ProposeError::Shutdown),
-            _ => Err(ProposeError::NotLeader { leader: self.leader.clone() }),
+            _ => Err(ProposeError::NotLeader {
+                leader: self.leader.clone(),
+            }),
         }
     }
 
@@ -749,7 +788,13 @@ impl Core {
     }
 
     fn message(&self, to: NodeId, body: MessageBody) -> Message {
-        Message { from: self.id.clone(), from_addr: self.address.clone(), to, term: self.term, body }
+        Message {
+            from: self.id.clone(),
+            from_addr: self.address.clone(),
+            to,
+            term: self.term,
+            body,
+        }
     }
 
     /// Queues a message that needs nothing persisted first.
@@ -772,7 +817,11 @@ impl Core {
     }
 
     fn reset_election_timeout(&mut self, candidate: bool) {
-        let base = if candidate { self.cfg.candidate_ticks } else { self.cfg.election_ticks };
+        let base = if candidate {
+            self.cfg.candidate_ticks
+        } else {
+            self.cfg.election_ticks
+        };
         self.election_elapsed = 0;
         self.election_timeout = self.rng.random_range(base..2 * base);
     }
@@ -782,12 +831,17 @@ impl Core {
         let index = self.log.last_index().next();
         if let EntryPayload::Configuration(c) = &payload {
             self.membership.append(index, c.clone());
-            self.out
-                .events
-                .push(Event::ConfigurationChanged { index, configuration: c.clone() });
+            self.out.events.push(Event::ConfigurationChanged {
+                index,
+                configuration: c.clone(),
+            });
             self.sync_progress_with_membership();
         }
-        self.log.append(Entry { index, term: self.term, payload });
+        self.log.append(Entry {
+            index,
+            term: self.term,
+            payload,
+        });
         index
     }
 
@@ -804,7 +858,10 @@ impl Core {
             .collect();
         for (index, configuration) in new {
             self.membership.append(index, configuration.clone());
-            self.out.events.push(Event::ConfigurationChanged { index, configuration });
+            self.out.events.push(Event::ConfigurationChanged {
+                index,
+                configuration,
+            });
         }
     }
 }

@@ -134,6 +134,15 @@ impl Progress {
         self.inflight.clear();
     }
 
+    /// Whether the follower should be told of `commit`: it has not been
+    /// told of it up to what its log can hold, and it is not receiving a
+    /// snapshot. `flush_leader` and `has_ready` share this, so a `Ready`
+    /// is never promised and then found empty.
+    pub(crate) fn needs_commit(&self, commit: LogIndex) -> bool {
+        !matches!(self.state, ProgressState::Snapshot { .. })
+            && self.sent_commit < commit.min(self.match_index.max(self.next_index.prev()))
+    }
+
     /// A heartbeat answer unblocks a paused probe.
     pub(crate) fn resume(&mut self) {
         if let ProgressState::Probe { paused: true } = self.state {
@@ -173,7 +182,10 @@ mod tests {
     fn stale_rejection_is_ignored() {
         let mut p = Progress::new(LogIndex(1));
         p.on_success(LogIndex(10));
-        assert!(!p.on_reject(LogIndex(8), LogIndex(3)), "rejection below match must be stale");
+        assert!(
+            !p.on_reject(LogIndex(8), LogIndex(3)),
+            "rejection below match must be stale"
+        );
         assert!(p.on_reject(LogIndex(11), LogIndex(11)));
         assert_eq!(p.state, ProgressState::Probe { paused: false });
         assert_eq!(p.next_index, LogIndex(11));

@@ -45,12 +45,42 @@ mod tests {
             want: Option<u64>,
         }
         let cases = [
-            Case { name: "single voter", values: vec![7], quorum: 1, want: Some(7) },
-            Case { name: "three voters, median", values: vec![5, 9, 1], quorum: 2, want: Some(5) },
-            Case { name: "five voters", values: vec![1, 2, 3, 4, 5], quorum: 3, want: Some(3) },
-            Case { name: "four voters need three", values: vec![9, 9, 1, 1], quorum: 3, want: Some(1) },
-            Case { name: "too few values", values: vec![4], quorum: 2, want: None },
-            Case { name: "no voters", values: vec![], quorum: 0, want: None },
+            Case {
+                name: "single voter",
+                values: vec![7],
+                quorum: 1,
+                want: Some(7),
+            },
+            Case {
+                name: "three voters, median",
+                values: vec![5, 9, 1],
+                quorum: 2,
+                want: Some(5),
+            },
+            Case {
+                name: "five voters",
+                values: vec![1, 2, 3, 4, 5],
+                quorum: 3,
+                want: Some(3),
+            },
+            Case {
+                name: "four voters need three",
+                values: vec![9, 9, 1, 1],
+                quorum: 3,
+                want: Some(1),
+            },
+            Case {
+                name: "too few values",
+                values: vec![4],
+                quorum: 2,
+                want: None,
+            },
+            Case {
+                name: "no voters",
+                values: vec![],
+                quorum: 0,
+                want: None,
+            },
         ];
         for c in cases {
             assert_eq!(quorum_value(c.values, c.quorum), c.want, "case {}", c.name);
@@ -62,7 +92,13 @@ mod tests {
         let cases = [
             ("1 voter granted", 1, 1, 0, VoteResult::Won),
             ("3 voters, 2 granted", 3, 2, 0, VoteResult::Won),
-            ("3 voters, 1 granted 1 rejected", 3, 1, 1, VoteResult::Pending),
+            (
+                "3 voters, 1 granted 1 rejected",
+                3,
+                1,
+                1,
+                VoteResult::Pending,
+            ),
             ("3 voters, 2 rejected", 3, 1, 2, VoteResult::Lost),
             ("4 voters, 2 granted 2 rejected", 4, 2, 2, VoteResult::Lost),
             ("5 voters, 3 granted", 5, 3, 1, VoteResult::Won),

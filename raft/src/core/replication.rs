@@ -14,7 +14,9 @@ impl Core {
         let lease_start = self.lease_start();
         let check_quorum_ticks = self.cfg.check_quorum_ticks;
         let heartbeat_ticks = self.cfg.heartbeat_ticks;
-        let Some(l) = self.leader_state_mut() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         l.heartbeat_elapsed += 1;
         let heartbeat_due = l.heartbeat_elapsed >= heartbeat_ticks;
         if heartbeat_due {
@@ -34,6 +36,9 @@ impl Core {
         }
         if heartbeat_due {
             self.broadcast_heartbeat();
+            // Forget rounds a quorum has confirmed (with no peers, nothing
+            // else would: no response ever arrives).
+            self.confirm_reads();
         }
     }
 
@@ -62,15 +67,22 @@ impl Core {
     fn send_heartbeat(&mut self, peer: &NodeId) {
         let commit = self.log.committed;
         let last = self.log.last_index();
-        let Some(l) = self.leader_state_mut() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         let round = l.round;
-        let Some(p) = l.progress.get_mut(peer) else { return };
+        let Some(p) = l.progress.get_mut(peer) else {
+            return;
+        };
         let prev = p.next_index.prev().min(last);
         p.sent_commit = p.sent_commit.max(commit.min(prev));
         p.sent_this_ready = true;
         let (prev_log_index, prev_log_term) = match self.log.term(prev) {
             Some(t) => (prev, t),
-            None => (self.log.offset(), self.log.term(self.log.offset()).unwrap_or(Term::ZERO)),
+            None => (
+                self.log.offset(),
+                self.log.term(self.log.offset()).unwrap_or(Term::ZERO),
+            ),
         };
         let req = AppendEntriesRequest {
             prev_log_index,
@@ -91,9 +103,13 @@ impl Core {
         let commit = self.log.committed;
         let last = self.log.last_index();
         let term = self.term;
-        let Role::Leader(l) = &mut self.role else { return false };
+        let Role::Leader(l) = &mut self.role else {
+            return false;
+        };
         let round = l.round;
-        let Some(p) = l.progress.get_mut(peer) else { return false };
+        let Some(p) = l.progress.get_mut(peer) else {
+            return false;
+        };
         if !p.can_send(max_inflight) || p.next_index > last {
             return false;
         }
@@ -102,12 +118,18 @@ impl Core {
             // The entries it needs are compacted away: send the snapshot.
             if let Some(meta) = self.snapshot.clone() {
                 p.become_snapshot(meta.index);
-                self.out.send_snapshots.push(SnapshotSend { to: peer.clone(), term, meta });
+                self.out.send_snapshots.push(SnapshotSend {
+                    to: peer.clone(),
+                    term,
+                    meta,
+                });
             }
             return false;
         };
         let entries = self.log.slice(p.next_index, last, max_entries, max_bytes);
-        let Some(last_sent) = entries.last().map(|e| e.index) else { return false };
+        let Some(last_sent) = entries.last().map(|e| e.index) else {
+            return false;
+        };
         p.sent(last_sent);
         p.sent_commit = p.sent_commit.max(commit.min(last_sent));
         p.sent_this_ready = true;
@@ -126,7 +148,9 @@ impl Core {
     pub(super) fn leader_has_pending_appends(&self) -> bool {
         let last = self.log.last_index();
         self.leader_state().is_some_and(|l| {
-            l.progress.values().any(|p| p.can_send(self.cfg.max_inflight) && p.next_index <= last)
+            l.progress
+                .values()
+                .any(|p| p.can_send(self.cfg.max_inflight) && p.next_index <= last)
         })
     }
 
@@ -146,21 +170,33 @@ impl Core {
         let commit = self.log.committed;
         for peer in &peers {
             while self.maybe_send_append(peer) {}
-            let Some(p) = self.leader_state().and_then(|l| l.progress.get(peer)) else { continue };
+            let Some(p) = self.leader_state().and_then(|l| l.progress.get(peer)) else {
+                continue;
+            };
             let in_snapshot = matches!(p.state, ProgressState::Snapshot { .. });
-            let behind_on_commit = p.sent_commit < commit.min(p.match_index.max(p.next_index.prev()));
-            if !p.sent_this_ready && !in_snapshot && (round_started || behind_on_commit) {
+            if !p.sent_this_ready && !in_snapshot && (round_started || p.needs_commit(commit)) {
                 self.send_heartbeat(peer);
             }
         }
         self.confirm_reads();
     }
 
-    pub(super) fn handle_append_response(&mut self, from: NodeId, _term: Term, resp: AppendEntriesResponse) {
-        let probe_next = resp.hint.map(|(index, term)| self.find_conflict_by_term(index, term).next());
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        _term: Term,
+        resp: AppendEntriesResponse,
+    ) {
+        let probe_next = resp
+            .hint
+            .map(|(index, term)| self.find_conflict_by_term(index, term).next());
         let last = self.log.last_index();
-        let Some(l) = self.leader_state_mut() else { return };
-        let Some(p) = l.progress.get_mut(&from) else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
+        let Some(p) = l.progress.get_mut(&from) else {
+            return;
+        };
         p.acked_round = p.acked_round.max(resp.round);
         let mut advanced = false;
         if resp.success {
@@ -206,7 +242,9 @@ impl Core {
                 }
             })
             .collect();
-        let Some(q) = quorum_value(matches, config.quorum()) else { return };
+        let Some(q) = quorum_value(matches, config.quorum()) else {
+            return;
+        };
         let q = LogIndex(q);
         // §5.4.2, Figure 8: commit only by counting replicas of an entry from
         // the current term; earlier entries commit with it.
@@ -229,12 +267,19 @@ impl Core {
             self.out.events.push(Event::Removed);
             if self.cfg.shutdown_on_remove {
                 self.role = Role::Shutdown;
-                self.out.events.push(Event::StateChanged(RaftState::Shutdown));
+                self.out
+                    .events
+                    .push(Event::StateChanged(RaftState::Shutdown));
             }
         }
     }
 
-    pub(super) fn handle_append_request(&mut self, from: NodeId, _addr: ServerAddress, req: AppendEntriesRequest) {
+    pub(super) fn handle_append_request(
+        &mut self,
+        from: NodeId,
+        _addr: ServerAddress,
+        req: AppendEntriesRequest,
+    ) {
         if !matches!(self.role, Role::Follower) {
             // Same term, someone else won: §5.2.
             self.become_follower(self.term, Some(from.clone()));
@@ -244,33 +289,60 @@ impl Core {
         let round = req.round;
         let resp = if req.prev_log_index < self.log.committed {
             // Everything up to our commit index is settled; say so.
-            AppendEntriesResponse { success: true, index: self.log.committed, hint: None, round }
+            AppendEntriesResponse {
+                success: true,
+                index: self.log.committed,
+                hint: None,
+                round,
+            }
         } else if self.log.matches(req.prev_log_index, req.prev_log_term) {
             let last_new = LogIndex(req.prev_log_index.0 + req.entries.len() as u64);
             let old_last = self.log.last_index();
             let truncated = self.log.merge(req.entries);
             if let Some(at) = truncated {
+                let before = self.membership.latest().0;
                 self.membership.truncate(at);
+                let (index, configuration) = self.membership.latest();
+                if index != before {
+                    let configuration = configuration.clone();
+                    self.out.events.push(Event::ConfigurationChanged {
+                        index,
+                        configuration,
+                    });
+                }
             }
             let first_new = truncated.unwrap_or(old_last.next());
             if self.log.last_index() >= first_new {
                 self.note_appended_configs(first_new);
             }
             self.log.commit_to(req.leader_commit.min(last_new));
-            AppendEntriesResponse { success: true, index: last_new, hint: None, round }
+            AppendEntriesResponse {
+                success: true,
+                index: last_new,
+                hint: None,
+                round,
+            }
         } else {
             // Fast backtracking: point the leader at the last index that can
             // still match, with its term.
             let index = self.find_conflict_by_term(req.prev_log_index, req.prev_log_term);
             let term = self.log.term(index).unwrap_or(Term::ZERO);
-            AppendEntriesResponse { success: false, index: req.prev_log_index, hint: Some((index, term)), round }
+            AppendEntriesResponse {
+                success: false,
+                index: req.prev_log_index,
+                hint: Some((index, term)),
+                round,
+            }
         };
         self.send_after_persist(from, MessageBody::AppendEntriesResponse(resp));
     }
 
     /// A follower could not be reached; stop streaming to it optimistically.
     pub fn report_unreachable(&mut self, peer: &NodeId) {
-        if let Some(p) = self.leader_state_mut().and_then(|l| l.progress.get_mut(peer)) {
+        if let Some(p) = self
+            .leader_state_mut()
+            .and_then(|l| l.progress.get_mut(peer))
+        {
             if p.state == ProgressState::Replicate {
                 p.become_probe();
             }

@@ -32,7 +32,8 @@ impl Core {
             return;
         }
         let last = self.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.index);
-        let due = self.now.saturating_sub(self.last_snapshot_check) >= self.cfg.snapshot_interval_ticks;
+        let due =
+            self.now.saturating_sub(self.last_snapshot_check) >= self.cfg.snapshot_interval_ticks;
         if due {
             self.last_snapshot_check = self.now;
         }
@@ -48,7 +49,11 @@ impl Core {
     /// `trailing_logs` entries for followers slightly behind.
     pub fn on_snapshot_created(&mut self, meta: SnapshotMeta) {
         self.snapshot_in_progress = false;
-        if self.snapshot.as_ref().is_some_and(|s| s.index >= meta.index) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.index >= meta.index)
+        {
             return;
         }
         let upto = LogIndex(meta.index.0.saturating_sub(self.cfg.trailing_logs));
@@ -67,14 +72,22 @@ impl Core {
 
     /// Streaming a snapshot to `peer` failed; it will be retried.
     pub fn on_snapshot_send_failed(&mut self, peer: &NodeId) {
-        if let Some(p) = self.leader_state_mut().and_then(|l| l.progress.get_mut(peer)) {
+        if let Some(p) = self
+            .leader_state_mut()
+            .and_then(|l| l.progress.get_mut(peer))
+        {
             if matches!(p.state, ProgressState::Snapshot { .. }) {
                 p.become_probe();
             }
         }
     }
 
-    pub(super) fn handle_install_snapshot(&mut self, from: NodeId, _addr: ServerAddress, meta: SnapshotMeta) {
+    pub(super) fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        _addr: ServerAddress,
+        meta: SnapshotMeta,
+    ) {
         if !matches!(self.role, Role::Follower) {
             self.become_follower(self.term, Some(from.clone()));
         }
@@ -88,7 +101,8 @@ impl Core {
             meta.index
         } else {
             self.log.reset(meta.index, meta.term);
-            self.membership.reset(meta.configuration_index, meta.configuration.clone());
+            self.membership
+                .reset(meta.configuration_index, meta.configuration.clone());
             self.out.events.push(Event::ConfigurationChanged {
                 index: meta.configuration_index,
                 configuration: meta.configuration.clone(),
@@ -98,12 +112,24 @@ impl Core {
             self.out.install_snapshot = Some(meta.clone());
             meta.index
         };
-        let resp = InstallSnapshotResponse { success: true, index };
+        let resp = InstallSnapshotResponse {
+            success: true,
+            index,
+        };
         self.send_after_persist(from, MessageBody::InstallSnapshotResponse(resp));
     }
 
-    pub(super) fn handle_install_snapshot_response(&mut self, from: NodeId, resp: InstallSnapshotResponse) {
-        let Some(p) = self.leader_state_mut().and_then(|l| l.progress.get_mut(&from)) else { return };
+    pub(super) fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        resp: InstallSnapshotResponse,
+    ) {
+        let Some(p) = self
+            .leader_state_mut()
+            .and_then(|l| l.progress.get_mut(&from))
+        else {
+            return;
+        };
         if resp.success {
             if p.on_success(resp.index) {
                 self.maybe_commit();

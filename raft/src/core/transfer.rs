@@ -25,7 +25,9 @@ impl Core {
         let config = self.membership.config();
         let target = match target {
             Some(t) if t == self.id => {
-                return Err(ProposeError::InvalidChange("cannot transfer leadership to itself".into()))
+                return Err(ProposeError::InvalidChange(
+                    "cannot transfer leadership to itself".into(),
+                ))
             }
             Some(t) if !config.is_voter(&t) => {
                 return Err(ProposeError::InvalidChange(format!("{t} is not a voter")))
@@ -36,11 +38,17 @@ impl Core {
                 .filter(|v| **v != self.id)
                 .max_by_key(|v| l.progress.get(*v).map_or(0, |p| p.match_index.0))
                 .cloned()
-                .ok_or_else(|| ProposeError::InvalidChange("no other voter to transfer to".into()))?,
+                .ok_or_else(|| {
+                    ProposeError::InvalidChange("no other voter to transfer to".into())
+                })?,
         };
         let deadline = self.now + self.cfg.election_ticks;
         if let Some(l) = self.leader_state_mut() {
-            l.transfer = Some(Transfer { target: target.clone(), deadline, sent: false });
+            l.transfer = Some(Transfer {
+                target: target.clone(),
+                deadline,
+                sent: false,
+            });
         }
         let caught_up = self
             .leader_state()
@@ -54,7 +62,9 @@ impl Core {
 
     /// Sends TimeoutNow once the transfer target holds the whole log.
     pub(super) fn maybe_send_timeout_now(&mut self, peer: &NodeId) {
-        let Some(l) = self.leader_state_mut() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         let Some(t) = l.transfer.as_mut() else { return };
         if &t.target != peer || t.sent {
             return;
@@ -73,6 +83,8 @@ impl Core {
 
     /// The target of the ongoing leadership transfer, if any.
     pub fn transfer_target(&self) -> Option<&NodeId> {
-        self.leader_state().and_then(|l| l.transfer.as_ref()).map(|t| &t.target)
+        self.leader_state()
+            .and_then(|l| l.transfer.as_ref())
+            .map(|t| &t.target)
     }
 }
