@@ -10,6 +10,8 @@ use std::time::Duration;
 /// where it has one, with the reason beside each.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// This server's id (HashiCorp's `LocalID`). No default: it must be set.
+    pub local_id: crate::types::NodeId,
     /// How long a follower waits without hearing from a leader before it
     /// starts an election (randomized in `[t, 2t)`). The leader sends
     /// heartbeats every `heartbeat_timeout / 10`, which is also the core's tick.
@@ -64,6 +66,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
+            local_id: crate::types::NodeId::new(""),
             heartbeat_timeout: Duration::from_millis(1000),
             election_timeout: Duration::from_millis(1000),
             leader_lease_timeout: Duration::from_millis(500),
@@ -105,16 +108,19 @@ impl Config {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let cfg = raftkit::Config { heartbeat_timeout: Duration::from_millis(100),
+    /// let cfg = raftkit::Config { local_id: "n1".into(), heartbeat_timeout: Duration::from_millis(100),
     ///     election_timeout: Duration::from_millis(100),
     ///     leader_lease_timeout: Duration::from_millis(50), ..Default::default() };
     /// let valid = cfg.validate().unwrap();
     /// assert_eq!(valid.tick_interval(), Duration::from_millis(10));
     ///
-    /// let bad = raftkit::Config { max_inflight: 0, ..Default::default() };
+    /// let bad = raftkit::Config { local_id: "n1".into(), max_inflight: 0, ..Default::default() };
     /// assert_eq!(bad.validate().unwrap_err().field, "max_inflight");
     /// ```
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        if self.local_id.as_str().is_empty() {
+            return Err(invalid("local_id", "must be set to this server's id"));
+        }
         if self.heartbeat_timeout < Duration::from_millis(5) {
             return Err(invalid("heartbeat_timeout", "must be at least 5ms"));
         }

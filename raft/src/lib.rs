@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod core;
+mod driver;
 pub mod fsm;
 pub mod message;
 pub mod storage;
@@ -28,6 +29,7 @@ pub mod wire;
 
 pub use crate::core::{ConfChange, Core, Event, RaftState, ReadState, Ready, Status};
 pub use config::{Config, ConfigError, ValidConfig};
+pub use driver::{Raft, RaftError, Stats};
 pub use fsm::{Committed, Fsm, FsmError, FsmSnapshot};
 pub use message::{Message, MessageBody};
 pub use storage::{

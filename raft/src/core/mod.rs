@@ -84,6 +84,8 @@ pub enum Event {
     LeadershipTransferAborted,
     /// This server was removed from the configuration and has stepped down.
     Removed,
+    /// A message to this peer could not be sent (the driver reports it).
+    HeartbeatFailed(NodeId),
 }
 
 /// A read confirmed by ReadIndex or lease: serve it once the state machine

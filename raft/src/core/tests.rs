@@ -26,14 +26,20 @@ use crate::types::{
 
 // ---------------------------------------------------------------- harness --
 
+/// The core takes its id from `Core::new`; `local_id` only has to be set.
+fn base_config() -> Config {
+    Config {
+        local_id: NodeId::new("test"),
+        ..Config::default()
+    }
+}
+
 fn cfg() -> ValidConfig {
-    Config::default()
-        .validate()
-        .expect("default config is valid")
+    base_config().validate().expect("default config is valid")
 }
 
 fn cfg_with(f: impl FnOnce(&mut Config)) -> ValidConfig {
-    let mut c = Config::default();
+    let mut c = base_config();
     f(&mut c);
     c.validate().expect("test config is valid")
 }

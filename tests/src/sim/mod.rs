@@ -180,6 +180,7 @@ struct Sim {
 impl Sim {
     fn new(opts: SimOptions, full_trace: bool) -> Sim {
         let cfg = Config {
+            local_id: NodeId::new("sim"),
             heartbeat_timeout: std::time::Duration::from_millis(100),
             election_timeout: std::time::Duration::from_millis(100),
             leader_lease_timeout: std::time::Duration::from_millis(50),
