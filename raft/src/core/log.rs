@@ -262,6 +262,12 @@ impl RaftLog {
     pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
     }
+
+    /// The entries held from `index` on.
+    pub(crate) fn entries_from(&self, index: LogIndex) -> impl Iterator<Item = &Entry> {
+        let skip = index.0.saturating_sub(self.offset.0 + 1) as usize;
+        self.entries.range(skip.min(self.entries.len())..)
+    }
 }
 
 #[cfg(test)]

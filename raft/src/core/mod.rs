@@ -851,8 +851,7 @@ impl Core {
     fn note_appended_configs(&mut self, from: LogIndex) {
         let new: Vec<(LogIndex, Configuration)> = self
             .log
-            .entries()
-            .filter(|e| e.index >= from)
+            .entries_from(from)
             .filter_map(|e| match &e.payload {
                 EntryPayload::Configuration(c) => Some((e.index, c.clone())),
                 _ => None,

@@ -116,11 +116,17 @@ pub(crate) fn send_grouped(
     failed
 }
 
-pub(crate) struct IoThread {
+/// Performs the core's writes and sends what waited for them.
+pub(crate) struct Writer {
     pub(crate) log: Arc<dyn LogStore>,
     pub(crate) stable: Arc<dyn StableStore>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) book: Arc<AddressBook>,
+}
+
+/// The writer on its own thread, reporting to the driver.
+pub(crate) struct IoThread {
+    pub(crate) writer: Writer,
     pub(crate) done: UnboundedSender<Internal>,
 }
 
@@ -135,13 +141,8 @@ impl IoThread {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            match self.write(&mut group) {
+            match self.writer.write_and_send(&mut group) {
                 Ok(acks) => {
-                    let after: Vec<Message> = group
-                        .iter_mut()
-                        .flat_map(|b| std::mem::take(&mut b.after))
-                        .collect();
-                    send_grouped(&*self.transport, &self.book, after);
                     if self.done.send(Internal::Persisted(acks)).is_err() {
                         return;
                     }
@@ -153,6 +154,30 @@ impl IoThread {
                 }
             }
         }
+    }
+}
+
+impl Writer {
+    /// Whether both stores are in memory, so writes can happen inline.
+    pub(crate) fn in_memory(&self) -> bool {
+        self.log.is_in_memory() && self.stable.is_in_memory()
+    }
+
+    /// Makes a group durable, then sends the messages that waited for it.
+    /// Returns the acks for `Core::on_persisted`.
+    pub(crate) fn write_and_send(
+        &self,
+        group: &mut [IoBatch],
+    ) -> Result<Vec<(LogIndex, Term)>, StorageError> {
+        let acks = self.write(group)?;
+        let after: Vec<Message> = group
+            .iter_mut()
+            .flat_map(|b| std::mem::take(&mut b.after))
+            .collect();
+        if !after.is_empty() {
+            send_grouped(&*self.transport, &self.book, after);
+        }
+        Ok(acks)
     }
 
     /// Performs a group of batches in order; returns their acks.

@@ -19,7 +19,7 @@ use crate::transport::{Inbound, IncomingSnapshot, SnapshotOffer, Transport};
 use crate::types::{Configuration, LogIndex, NodeId, ServerAddress, Term};
 
 use super::apply::{ApplyMsg, ApplyThread, Responder};
-use super::io::{send_grouped, AddressBook, IoBatch, IoThread};
+use super::io::{send_grouped, AddressBook, IoBatch, IoThread, Writer};
 use super::{Api, Observed, RaftError, Stats};
 
 /// What the driver's helpers report back.
@@ -80,18 +80,28 @@ pub(crate) async fn start<F: Fsm>(
     }
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let (io_tx, io_rx) = std::sync::mpsc::channel();
-    let io = IoThread {
+    let writer = Writer {
         log,
         stable,
         transport: transport.clone(),
         book: book.clone(),
-        done: internal_tx.clone(),
     };
-    let rt = tokio::runtime::Handle::current();
-    let io_thread = std::thread::Builder::new()
-        .name(format!("raft-io-{id}"))
-        .spawn(move || io.run(io_rx, rt))
-        .map_err(|e| RaftError::Restore(format!("starting the I/O thread: {e}")))?;
+    // In-memory stores are written inline; durable ones on the I/O thread.
+    let (inline_writer, io_thread) = if writer.in_memory() {
+        drop(io_rx);
+        (Some(writer), None)
+    } else {
+        let io = IoThread {
+            writer,
+            done: internal_tx.clone(),
+        };
+        let rt = tokio::runtime::Handle::current();
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-io-{id}"))
+            .spawn(move || io.run(io_rx, rt))
+            .map_err(|e| RaftError::Restore(format!("starting the I/O thread: {e}")))?;
+        (None, Some(thread))
+    };
     let (apply_tx, apply_rx) = std::sync::mpsc::channel();
     let applier = ApplyThread {
         fsm,
@@ -113,6 +123,7 @@ pub(crate) async fn start<F: Fsm>(
         snaps,
         book,
         io_tx: Some(io_tx),
+        inline_writer,
         apply_tx: Some(apply_tx),
         internal_tx,
         events,
@@ -182,6 +193,8 @@ struct Runner<R> {
     snaps: Arc<dyn SnapshotStore>,
     book: Arc<AddressBook>,
     io_tx: Option<std::sync::mpsc::Sender<IoBatch>>,
+    /// Set for in-memory stores: writes happen on this task.
+    inline_writer: Option<Writer>,
     apply_tx: Option<std::sync::mpsc::Sender<ApplyMsg<R>>>,
     internal_tx: mpsc::UnboundedSender<Internal>,
     events: broadcast::Sender<Event>,
@@ -210,7 +223,7 @@ impl<R: Send + 'static> Runner<R> {
         mut inbound: crate::transport::InboundStream,
         mut internal: mpsc::UnboundedReceiver<Internal>,
         mut stop: watch::Receiver<bool>,
-        io_thread: std::thread::JoinHandle<()>,
+        io_thread: Option<std::thread::JoinHandle<()>>,
         apply_thread: std::thread::JoinHandle<()>,
     ) {
         let mut ticker = tokio::time::interval(self.cfg.tick_interval());
@@ -255,7 +268,7 @@ impl<R: Send + 'static> Runner<R> {
 
     async fn stop(
         mut self,
-        io_thread: std::thread::JoinHandle<()>,
+        io_thread: Option<std::thread::JoinHandle<()>>,
         apply_thread: std::thread::JoinHandle<()>,
     ) {
         let reason = self.failed.clone().unwrap_or(RaftError::Shutdown);
@@ -279,7 +292,9 @@ impl<R: Send + 'static> Runner<R> {
         self.tasks.abort_all();
         self.transport.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || {
-            let _ = io_thread.join();
+            if let Some(t) = io_thread {
+                let _ = t.join();
+            }
             let _ = apply_thread.join();
         })
         .await;
@@ -508,7 +523,19 @@ impl<R: Send + 'static> Runner<R> {
             after: r.messages_after_persist,
         };
         if !batch.is_empty() {
-            if let Some(tx) = &self.io_tx {
+            if let Some(writer) = &self.inline_writer {
+                match writer.write_and_send(&mut [batch]) {
+                    Ok(acks) => {
+                        for (index, term) in acks {
+                            self.core.on_persisted(index, term);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "storage failed; the node stops");
+                        self.failed = Some(RaftError::Storage(Arc::new(e)));
+                    }
+                }
+            } else if let Some(tx) = &self.io_tx {
                 if tx.send(batch).is_err() {
                     self.failed = Some(RaftError::Shutdown);
                 }

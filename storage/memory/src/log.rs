@@ -104,6 +104,10 @@ pub(crate) fn check_batch(last: u64, entries: &[Entry]) -> StorageResult<()> {
 }
 
 impl LogStore for MemLogStore {
+    fn is_in_memory(&self) -> bool {
+        true
+    }
+
     fn first_index(&self) -> StorageResult<LogIndex> {
         let log = self.inner.read().map_err(|_| poisoned(NAME))?;
         Ok(LogIndex(if log.entries.is_empty() { 0 } else { log.first }))

@@ -31,6 +31,10 @@ impl MemStableStore {
 }
 
 impl StableStore for MemStableStore {
+    fn is_in_memory(&self) -> bool {
+        true
+    }
+
     fn set(&self, key: &str, value: &[u8]) -> StorageResult<()> {
         let mut map = self.inner.write().map_err(|_| poisoned(NAME))?;
         map.insert(key.to_owned(), value.to_vec());

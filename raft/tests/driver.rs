@@ -1,0 +1,411 @@
+//! The driver end to end on the in-memory transport and stores: elections,
+//! replication, failover, membership, transfer, snapshots to a lagging
+//! follower, and a storage failure that stops a node.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raftkit::{
+    Committed, Config, Configuration, Entry, Fsm, FsmError, FsmSnapshot, LogIndex, LogStore,
+    NodeId, Raft, RaftError, RaftState, Server, ServerAddress, StorageError, StorageResult,
+};
+use raftkit_inmem::InmemNetwork;
+use raftkit_memory::{MemLogStore, MemSnapshotStore, MemStableStore};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Sums the numbers it is sent; the sum is visible to the test.
+#[derive(Clone, Default)]
+struct Sum(Arc<AtomicI64>);
+
+impl Fsm for Sum {
+    type Response = i64;
+
+    fn apply(&mut self, batch: &[Committed]) -> Vec<i64> {
+        batch
+            .iter()
+            .map(|c| {
+                let n: i64 = std::str::from_utf8(&c.data)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                self.0.fetch_add(n, Ordering::SeqCst) + n
+            })
+            .collect()
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+        Ok(Box::new(SumSnapshot(self.0.load(Ordering::SeqCst))))
+    }
+
+    fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), FsmError> {
+        let mut s = String::new();
+        snapshot.read_to_string(&mut s)?;
+        self.0.store(
+            s.parse().map_err(|e| FsmError(format!("{e}")))?,
+            Ordering::SeqCst,
+        );
+        Ok(())
+    }
+}
+
+struct SumSnapshot(i64);
+
+impl FsmSnapshot for SumSnapshot {
+    fn persist(self: Box<Self>, sink: &mut dyn Write) -> Result<(), FsmError> {
+        Ok(write!(sink, "{}", self.0)?)
+    }
+}
+
+fn config(id: &str, tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config {
+        local_id: NodeId::new(id),
+        heartbeat_timeout: Duration::from_millis(100),
+        election_timeout: Duration::from_millis(100),
+        leader_lease_timeout: Duration::from_millis(50),
+        ..Config::default()
+    };
+    tweak(&mut c);
+    c
+}
+
+struct Node {
+    raft: Raft<i64>,
+    sum: Sum,
+}
+
+async fn node<L: LogStore>(
+    net: &InmemNetwork,
+    id: &str,
+    log: L,
+    tweak: impl FnOnce(&mut Config),
+) -> Node {
+    let sum = Sum::default();
+    let transport = net.endpoint(NodeId::new(id), addr(id));
+    let raft = Raft::new(
+        config(id, tweak),
+        sum.clone(),
+        log,
+        MemStableStore::new(),
+        MemSnapshotStore::new(2).unwrap(),
+        transport,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("starting {id}: {e}"));
+    Node { raft, sum }
+}
+
+fn addr(id: &str) -> ServerAddress {
+    ServerAddress::new(format!("inmem:{id}"))
+}
+
+fn voters(ids: &[&str]) -> Configuration {
+    Configuration::new(ids.iter().map(|id| Server::voter(*id, addr(id))).collect())
+}
+
+async fn cluster(net: &InmemNetwork, ids: &[&str], tweak: fn(&mut Config)) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(node(net, id, MemLogStore::new(), tweak).await);
+    }
+    nodes[0]
+        .raft
+        .bootstrap_cluster(voters(ids))
+        .await
+        .expect("bootstrap");
+    nodes
+}
+
+/// Polls `check` until it holds or the deadline passes, then fails naming `what`.
+async fn wait_until<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + T;
+    let mut poll = tokio::time::interval(Duration::from_millis(5));
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        poll.tick().await;
+    }
+}
+
+async fn leader_of(nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + T;
+    let mut poll = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        if let Some(i) = nodes
+            .iter()
+            .position(|n| n.raft.state() == RaftState::Leader)
+        {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader elected within {T:?}");
+        poll.tick().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_elect_replicate_and_apply_everywhere() {
+    let net = InmemNetwork::new(1);
+    let nodes = cluster(&net, &["a", "b", "c"], |_| {}).await;
+    let l = leader_of(&nodes).await;
+    let mut expected = 0;
+    for n in 1..=100 {
+        expected += n;
+        let sum = nodes[l]
+            .raft
+            .apply(Bytes::from(n.to_string()), T)
+            .await
+            .expect("apply on the leader");
+        assert_eq!(sum, expected, "the FSM's response is the running sum");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        wait_until(&format!("server {i} applies all 100 commands"), || {
+            n.sum.0.load(Ordering::SeqCst) == expected
+        })
+        .await;
+    }
+    let follower = (l + 1) % 3;
+    match nodes[follower].raft.apply(Bytes::from("1"), T).await {
+        Err(RaftError::NotLeader {
+            leader: Some((id, _)),
+        }) => assert_eq!(Some(id), nodes[l].raft.leader().map(|(i, _)| i)),
+        other => panic!("a follower must refuse with the leader's id, got {other:?}"),
+    }
+    let stats = nodes[l].raft.stats().await.expect("stats");
+    assert_eq!(stats.to_map()["state"], "Leader");
+    assert!(stats.status.commit_index >= LogIndex(100));
+    for n in &nodes {
+        n.raft.shutdown().await;
+        assert_eq!(n.raft.state(), RaftState::Shutdown);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_takes_over_when_the_leader_stops() {
+    let net = InmemNetwork::new(2);
+    let nodes = cluster(&net, &["a", "b", "c"], |_| {}).await;
+    let l = leader_of(&nodes).await;
+    nodes[l]
+        .raft
+        .apply(Bytes::from("5"), T)
+        .await
+        .expect("first write");
+    nodes[l].raft.shutdown().await;
+    let rest: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != l)
+        .map(|(_, n)| n)
+        .collect();
+    wait_until("one of the two remaining servers leads", || {
+        rest.iter().any(|n| n.raft.state() == RaftState::Leader)
+    })
+    .await;
+    let new = rest
+        .iter()
+        .find(|n| n.raft.state() == RaftState::Leader)
+        .expect("a leader");
+    let sum = new
+        .raft
+        .apply(Bytes::from("7"), T)
+        .await
+        .expect("write after failover");
+    assert_eq!(sum, 12, "the first write survived the failover");
+    let read = new
+        .raft
+        .read_index()
+        .await
+        .expect("linearizable read on the new leader");
+    assert!(read >= LogIndex(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_and_leadership_transfer() {
+    let net = InmemNetwork::new(3);
+    let a = node(&net, "a", MemLogStore::new(), |_| {}).await;
+    let b = node(&net, "b", MemLogStore::new(), |_| {}).await;
+    let c = node(&net, "c", MemLogStore::new(), |_| {}).await;
+    a.raft
+        .bootstrap_cluster(voters(&["a"]))
+        .await
+        .expect("bootstrap");
+    a.raft
+        .wait_for_state(RaftState::Leader, T)
+        .await
+        .expect("a leads alone");
+    a.raft
+        .add_voter(NodeId::new("b"), addr("b"), LogIndex::ZERO, T)
+        .await
+        .expect("add b");
+    a.raft
+        .add_nonvoter(NodeId::new("c"), addr("c"), LogIndex::ZERO, T)
+        .await
+        .expect("add c as non-voter");
+    let (index, configuration) = a.raft.get_configuration().await.expect("configuration");
+    assert_eq!(configuration.voters().count(), 2);
+    assert!(!configuration.is_voter(&NodeId::new("c")));
+    match a
+        .raft
+        .add_voter(NodeId::new("c"), addr("c"), LogIndex(index.0 - 1), T)
+        .await
+    {
+        Err(RaftError::ConfigurationChanged { .. }) => {}
+        other => panic!("a stale prev_index must be refused, got {other:?}"),
+    }
+    a.raft
+        .add_voter(NodeId::new("c"), addr("c"), index, T)
+        .await
+        .expect("promote c");
+    a.raft.apply(Bytes::from("3"), T).await.expect("write");
+    wait_until("c applies the write", || {
+        c.sum.0.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    let new = a
+        .raft
+        .leadership_transfer_to_server(NodeId::new("b"))
+        .await
+        .expect("transfer to b");
+    assert_eq!(new, NodeId::new("b"));
+    b.raft
+        .wait_for_state(RaftState::Leader, T)
+        .await
+        .expect("b leads");
+    b.raft
+        .demote_voter(NodeId::new("c"), LogIndex::ZERO, T)
+        .await
+        .expect("demote c");
+    b.raft
+        .remove_server(NodeId::new("a"), LogIndex::ZERO, T)
+        .await
+        .expect("remove a");
+    let (_, configuration) = b.raft.get_configuration().await.expect("configuration");
+    assert_eq!(
+        configuration
+            .servers
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    assert_eq!(b.raft.apply(Bytes::from("4"), T).await.expect("write"), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_catches_up_by_snapshot() {
+    let net = InmemNetwork::new(4);
+    let nodes = cluster(&net, &["a", "b", "c"], |c| {
+        c.snapshot_threshold = 50;
+        c.trailing_logs = 10;
+        c.snapshot_interval = Duration::from_millis(10);
+    })
+    .await;
+    let l = leader_of(&nodes).await;
+    let lagging = (l + 1) % 3;
+    let lagging_id = NodeId::new(["a", "b", "c"][lagging]);
+    net.disconnect(&lagging_id);
+    for _ in 0..300 {
+        nodes[l]
+            .raft
+            .apply(Bytes::from("1"), T)
+            .await
+            .expect("write while one follower is away");
+    }
+    let stats = nodes[l].raft.stats().await.expect("stats");
+    assert!(
+        stats.status.last_snapshot_index > LogIndex(200),
+        "the leader snapshotted and compacted: {:?}",
+        stats.status
+    );
+    assert!(
+        stats.status.first_log_index > LogIndex(150),
+        "the log was compacted"
+    );
+    net.reconnect(&lagging_id);
+    wait_until("the lagging follower reaches the leader's sum", || {
+        nodes[lagging].sum.0.load(Ordering::SeqCst) == 300
+    })
+    .await;
+    let s = nodes[lagging].raft.stats().await.expect("stats");
+    assert!(
+        s.status.last_snapshot_index > LogIndex::ZERO,
+        "it caught up by installing a snapshot: {:?}",
+        s.status
+    );
+}
+
+/// A log store that fails every append after the first `ok` ones.
+struct FailingLog {
+    inner: MemLogStore,
+    ok: AtomicU64,
+}
+
+impl LogStore for FailingLog {
+    fn first_index(&self) -> StorageResult<LogIndex> {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> StorageResult<LogIndex> {
+        self.inner.last_index()
+    }
+    fn get(&self, from: LogIndex, to: LogIndex) -> StorageResult<Vec<Entry>> {
+        self.inner.get(from, to)
+    }
+    fn append(&self, entries: &[Entry]) -> StorageResult<()> {
+        if self
+            .ok
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(StorageError::io(
+                "appending",
+                "test-disk",
+                std::io::Error::other("injected failure"),
+            ));
+        }
+        self.inner.append(entries)
+    }
+    fn truncate_suffix(&self, from: LogIndex) -> StorageResult<()> {
+        self.inner.truncate_suffix(from)
+    }
+    fn purge_prefix(&self, upto: LogIndex) -> StorageResult<()> {
+        self.inner.purge_prefix(upto)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_stops_the_node_without_acknowledging() {
+    let net = InmemNetwork::new(5);
+    let log = FailingLog {
+        inner: MemLogStore::new(),
+        ok: AtomicU64::new(3),
+    };
+    let a = node(&net, "a", log, |_| {}).await;
+    a.raft
+        .bootstrap_cluster(voters(&["a"]))
+        .await
+        .expect("bootstrap");
+    a.raft
+        .wait_for_state(RaftState::Leader, T)
+        .await
+        .expect("a leads");
+    let mut outcomes = Vec::new();
+    for n in 0..5 {
+        outcomes.push(a.raft.apply(Bytes::from(n.to_string()), T).await);
+    }
+    let acked = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert!(
+        acked <= 1,
+        "at most the write that fit before the failure is acknowledged: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|r| matches!(r, Err(RaftError::Storage(_)) | Err(RaftError::Shutdown))),
+        "later writes report the storage failure: {outcomes:?}"
+    );
+    a.raft
+        .wait_for_state(RaftState::Shutdown, T)
+        .await
+        .expect("the node stops on a storage error");
+}
