@@ -5,6 +5,8 @@
 //!
 //! `cargo bench -p raftkit --bench cluster`
 
+#![allow(missing_docs)] // criterion's macros generate undocumented functions
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

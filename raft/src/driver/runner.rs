@@ -543,7 +543,7 @@ impl<R: Send + 'static> Runner<R> {
         }
         // 3. Apply.
         if let Some(meta) = r.install_snapshot {
-            self.to_fsm(ApplyMsg::Restore(meta));
+            self.send_to_fsm(ApplyMsg::Restore(meta));
         }
         if !r.committed.is_empty() {
             let mut responders = Vec::new();
@@ -558,7 +558,7 @@ impl<R: Send + 'static> Runner<R> {
                     }
                 }
             }
-            self.to_fsm(ApplyMsg::Entries {
+            self.send_to_fsm(ApplyMsg::Entries {
                 entries: r.committed,
                 responders,
             });
@@ -583,11 +583,11 @@ impl<R: Send + 'static> Runner<R> {
             self.send_snapshot(s.to, s.term, s.meta);
         }
         if r.create_snapshot {
-            self.to_fsm(ApplyMsg::Snapshot);
+            self.send_to_fsm(ApplyMsg::Snapshot);
         }
     }
 
-    fn to_fsm(&mut self, msg: ApplyMsg<R>) {
+    fn send_to_fsm(&mut self, msg: ApplyMsg<R>) {
         if let Some(tx) = &self.apply_tx {
             if tx.send(msg).is_err() {
                 self.failed = Some(RaftError::Shutdown);

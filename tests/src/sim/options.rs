@@ -57,7 +57,7 @@ pub struct SimOptions {
 impl SimOptions {
     /// The knobs of the run named by `seed`.
     pub fn from_seed(seed: u64) -> SimOptions {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_0971_0115);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_0971_0115);
         let nodes = rng.random_range(3..=5);
         SimOptions {
             seed,

@@ -8,8 +8,11 @@ use raftkit::{LogIndex, Term};
 use super::{NodeView, Violation};
 use crate::sim::kv::payload_digest;
 
+/// A server's log: index → (term, payload digest).
+type Log = BTreeMap<LogIndex, (Term, u64)>;
+
 pub(crate) fn check(nodes: &[NodeView<'_>], out: &mut Vec<Violation>) {
-    let logs: Vec<(String, BTreeMap<LogIndex, (Term, u64)>)> = nodes
+    let logs: Vec<(String, Log)> = nodes
         .iter()
         .filter_map(|n| n.core)
         .map(|c| {
