@@ -1,0 +1,348 @@
+//! `raftkit run`: a validated profile becomes a running node.
+//!
+//! ```text
+//!  Loaded profile ─▶ bind HTTP, probe raft_addr   (errors: exit 2, data dir untouched)
+//!                 ─▶ lock data_dir/raftkit.lock   (a second process refuses)
+//!                 ─▶ storage + transport + KvFsm ─▶ Raft::new
+//!                 ─▶ bootstrap (no-op if state) / join loop / http_addr registration
+//!                 ─▶ serve HTTP until SIGTERM/SIGINT ─▶ stop HTTP ─▶ raft.shutdown()
+//! ```
+
+use std::fs::File;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftkit::wire::ClusterId;
+use raftkit::{Configuration, NodeId, Raft, RaftError, RaftState, Server, ServerAddress};
+use raftkit_file::{FileLogOptions, FileLogStore, FileSnapshotStore, FileStableStore};
+use raftkit_memory::{MemLogStore, MemSnapshotStore, MemStableStore};
+use tokio::net::TcpListener;
+
+use crate::http::Api;
+use crate::kv::{Command, KvFsm, KvReader, KvResponse};
+use crate::profile::{Loaded, Profile, StorageKind, SuffrageProfile, TransportKind};
+use crate::Failure;
+
+/// The lock file that keeps a second process off a data directory.
+pub const LOCK_FILE: &str = "raftkit.lock";
+/// How often the join and registration loops try again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Runs a node until `stop` resolves (the binary passes SIGTERM/SIGINT),
+/// then shuts it down gracefully.
+pub async fn run(
+    loaded: Loaded,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
+    let p = &loaded.profile;
+    let listener = TcpListener::bind(p.http_addr).await.map_err(|e| {
+        Failure::Profile(loaded.error(
+            "http_addr",
+            format_args!("cannot listen on {}: {e}", p.http_addr),
+        ))
+    })?;
+    if p.transport.kind != TransportKind::Inmem {
+        std::net::TcpListener::bind(p.raft_addr).map_err(|e| {
+            Failure::Profile(loaded.error(
+                "raft_addr",
+                format_args!("cannot listen on {}: {e}", p.raft_addr),
+            ))
+        })?;
+    }
+    match (p.storage.kind, p.transport.kind) {
+        (StorageKind::Lmdb, _) => return Err(not_built(&loaded, "storage.kind", "lmdb")),
+        (_, TransportKind::Quic) => return Err(not_built(&loaded, "transport.kind", "quic")),
+        _ => {}
+    }
+    let _lock = lock_data_dir(&p.data_dir)?;
+    let metrics = crate::metrics::install();
+    let (fsm, kv) = KvFsm::new();
+    let raft = start_raft(p, fsm).await?;
+    tracing::info!(id = %p.id, http = %p.http_addr, raft = %p.raft_addr, "node started");
+
+    if p.bootstrap {
+        bootstrap(&raft, p).await?;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let client = reqwest::Client::builder()
+        .build()
+        .map_err(|e| Failure::Other(anyhow::anyhow!("building the HTTP client: {e}")))?;
+    if !p.join.is_empty() {
+        tasks.spawn(join_loop(raft.clone(), client.clone(), p.clone()));
+    }
+    tasks.spawn(register_http_addr(
+        raft.clone(),
+        kv.clone(),
+        client.clone(),
+        p.clone(),
+    ));
+
+    let api = Arc::new(Api {
+        raft: raft.clone(),
+        kv,
+        id: NodeId::new(&p.id),
+        max_value_bytes: usize::try_from(p.http.max_value_bytes.as_u64()).unwrap_or(usize::MAX),
+        request_timeout: p.http.request_timeout,
+        client,
+        metrics,
+        transport: transport_name(p.transport.kind),
+        storage: storage_name(p.storage.kind),
+    });
+    let served = axum::serve(listener, crate::http::router(api))
+        .with_graceful_shutdown(stop)
+        .await;
+    tracing::info!("HTTP stopped; shutting down raft");
+    tasks.abort_all();
+    raft.shutdown().await;
+    tracing::info!("shut down");
+    served.map_err(|e| Failure::Other(anyhow::anyhow!("HTTP server: {e}")))
+}
+
+fn not_built(loaded: &Loaded, key: &str, kind: &str) -> Failure {
+    Failure::Profile(loaded.error(
+        key,
+        format_args!("{kind:?} is not built into this binary yet"),
+    ))
+}
+
+fn transport_name(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Tcp => "tcp",
+        TransportKind::Quic => "quic",
+        TransportKind::Inmem => "inmem",
+    }
+}
+
+fn storage_name(kind: StorageKind) -> &'static str {
+    match kind {
+        StorageKind::Lmdb => "lmdb",
+        StorageKind::File => "file",
+        StorageKind::Memory => "memory",
+    }
+}
+
+/// Creates `dir` and takes an exclusive lock on its lock file, held until
+/// the returned file is dropped.
+pub fn lock_data_dir(dir: &Path) -> Result<File, Failure> {
+    let context = |what: &str, e: std::io::Error| {
+        Failure::Other(anyhow::anyhow!("{what} {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| context("creating data directory", e))?;
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| context("opening lock file in", e))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => Err(Failure::Locked(path)),
+        Err(fs4::TryLockError::Error(e)) => Err(context("locking", e)),
+    }
+}
+
+fn raft_failure(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Other(anyhow::anyhow!("{what}: {e}"))
+}
+
+async fn start_raft(p: &Profile, fsm: KvFsm) -> Result<Raft<KvResponse>, Failure> {
+    let dir = &p.data_dir;
+    let retain = p.storage.snapshot_retain;
+    match p.storage.kind {
+        StorageKind::File => {
+            let options = FileLogOptions {
+                segment_size_bytes: p.storage.segment_size.as_u64(),
+            };
+            let log = FileLogStore::open(dir.join("log"), options)
+                .map_err(|e| raft_failure("opening the log", e))?;
+            let stable = FileStableStore::open(dir.join("stable"))
+                .map_err(|e| raft_failure("opening the stable store", e))?;
+            let snaps = FileSnapshotStore::open(dir.join("snapshots"), retain)
+                .map_err(|e| raft_failure("opening the snapshot store", e))?;
+            with_transport(p, fsm, log, stable, snaps).await
+        }
+        StorageKind::Memory => {
+            let snaps = MemSnapshotStore::new(retain)
+                .map_err(|e| raft_failure("creating the snapshot store", e))?;
+            with_transport(p, fsm, MemLogStore::new(), MemStableStore::new(), snaps).await
+        }
+        // Checked in `run` before the data directory is touched.
+        StorageKind::Lmdb => Err(raft_failure(
+            "storage",
+            "lmdb is not built into this binary yet",
+        )),
+    }
+}
+
+async fn with_transport<L, S, P>(
+    p: &Profile,
+    fsm: KvFsm,
+    log: L,
+    stable: S,
+    snaps: P,
+) -> Result<Raft<KvResponse>, Failure>
+where
+    L: raftkit::LogStore,
+    S: raftkit::StableStore,
+    P: raftkit::SnapshotStore,
+{
+    let config = p.raft.to_config(&p.id);
+    let id = NodeId::new(&p.id);
+    let raft = match p.transport.kind {
+        TransportKind::Tcp => {
+            let tcp = raftkit_tcp::TcpConfig {
+                cluster: ClusterId(p.cluster_id.unwrap_or(0)),
+                connect_timeout: p.transport.connect_timeout,
+                write_timeout: p.transport.write_timeout,
+                max_frame_bytes: usize::try_from(p.transport.max_frame_size.as_u64())
+                    .unwrap_or(usize::MAX),
+                tls: p.transport.tls.as_ref().map(|t| raftkit_tcp::TlsConfig {
+                    ca_pem: t.ca.clone(),
+                    cert_pem: t.cert.clone(),
+                    key_pem: t.key.clone(),
+                }),
+                ..raftkit_tcp::TcpConfig::default()
+            };
+            let transport = raftkit_tcp::TcpTransport::bind(id, p.raft_addr, tcp)
+                .await
+                .map_err(|e| raft_failure("starting the tcp transport", e))?;
+            Raft::new(config, fsm, log, stable, snaps, transport).await
+        }
+        TransportKind::Inmem => {
+            let network = raftkit_inmem::InmemNetwork::new(0);
+            let transport = network.endpoint(id, ServerAddress::new(p.raft_addr.to_string()));
+            Raft::new(config, fsm, log, stable, snaps, transport).await
+        }
+        // Checked in `run` before the data directory is touched.
+        TransportKind::Quic => {
+            return Err(raft_failure(
+                "transport",
+                "quic is not built into this binary yet",
+            ))
+        }
+    };
+    raft.map_err(|e| raft_failure("starting raft", e))
+}
+
+async fn bootstrap(raft: &Raft<KvResponse>, p: &Profile) -> Result<(), Failure> {
+    let servers = if p.cluster.servers.is_empty() {
+        vec![Server::voter(
+            p.id.as_str(),
+            p.raft_addr.to_string().as_str(),
+        )]
+    } else {
+        p.cluster
+            .servers
+            .iter()
+            .map(|s| match s.suffrage {
+                SuffrageProfile::Voter => Server::voter(s.id.as_str(), s.raft_addr.as_str()),
+                SuffrageProfile::Nonvoter => Server::nonvoter(s.id.as_str(), s.raft_addr.as_str()),
+            })
+            .collect()
+    };
+    let n = servers.len();
+    match raft.bootstrap_cluster(Configuration::new(servers)).await {
+        Ok(()) => {
+            tracing::info!(servers = n, "bootstrapped a new cluster");
+            Ok(())
+        }
+        Err(RaftError::CantBootstrap) => {
+            tracing::info!("bootstrap = true, but this node already has state; bootstrap skipped");
+            Ok(())
+        }
+        Err(e) => Err(raft_failure("bootstrapping", e)),
+    }
+}
+
+async fn in_configuration(raft: &Raft<KvResponse>, id: &NodeId) -> bool {
+    match raft.get_configuration().await {
+        Ok((_, configuration)) => configuration.server(id).is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Asks the `join` nodes to add this one until it is in the configuration.
+/// Each attempt is an idempotent membership change, so retrying is safe.
+async fn join_loop(raft: Raft<KvResponse>, client: reqwest::Client, p: Profile) {
+    let id = NodeId::new(&p.id);
+    let route = if p.nonvoter { "nonvoters" } else { "voters" };
+    let body = serde_json::json!({ "id": p.id, "raft_addr": p.raft_addr.to_string() });
+    let mut every = tokio::time::interval(RETRY_INTERVAL);
+    let mut asked = false;
+    for url in p.join.iter().cycle() {
+        every.tick().await;
+        if in_configuration(&raft, &id).await {
+            tracing::info!("this node is in the configuration; join done");
+            return;
+        }
+        if asked {
+            // The leader answered; give replication a few rounds to arrive.
+            asked = false;
+            continue;
+        }
+        let target = format!("{}/cluster/{route}", url.trim_end_matches('/'));
+        match client
+            .post(&target)
+            .json(&body)
+            .timeout(p.http.request_timeout + Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(%target, "join accepted");
+                asked = true;
+            }
+            Ok(r) => {
+                tracing::info!(%target, status = %r.status(), "join not accepted yet; retrying")
+            }
+            Err(e) => tracing::info!(%target, error = %e, "join request failed; retrying"),
+        }
+    }
+}
+
+/// Keeps this node's entry in the replicated `id -> http_addr` table
+/// current: a leader writes it directly, a follower asks the leader.
+async fn register_http_addr(
+    raft: Raft<KvResponse>,
+    kv: KvReader,
+    client: reqwest::Client,
+    p: Profile,
+) {
+    let mine = p.http_addr.to_string();
+    let mut every = tokio::time::interval(RETRY_INTERVAL);
+    loop {
+        every.tick().await;
+        if kv.http_addr(&p.id).as_deref() == Some(mine.as_str()) {
+            continue;
+        }
+        let Some((leader, _)) = raft.leader() else {
+            continue;
+        };
+        if raft.state() == RaftState::Leader {
+            let command = Command::SetHttpAddr {
+                id: p.id.clone(),
+                http_addr: mine.clone(),
+            };
+            if let Err(e) = raft.apply(command.encode(), p.http.request_timeout).await {
+                tracing::debug!(error = %e, "registering http_addr");
+            }
+            continue;
+        }
+        let Some(leader_http) = kv.http_addr(leader.as_str()) else {
+            continue;
+        };
+        let url = format!("http://{leader_http}/cluster/servers/{}/http-addr", p.id);
+        let sent = client
+            .put(&url)
+            .json(&serde_json::json!({ "http_addr": mine }))
+            .timeout(p.http.request_timeout)
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, %url, "registering http_addr");
+        }
+    }
+}
