@@ -469,11 +469,13 @@ fn from_figment(errors: figment::Error) -> ProfileError {
             let mut key = e.path.join(".");
             let problem = match &e.kind {
                 Kind::UnknownField(field, _) => {
-                    key = if key.is_empty() {
-                        field.clone()
-                    } else {
-                        format!("{key}.{field}")
-                    };
+                    if e.path.last() != Some(field) {
+                        key = if key.is_empty() {
+                            field.clone()
+                        } else {
+                            format!("{key}.{field}")
+                        };
+                    }
                     "unknown key".to_string()
                 }
                 Kind::MissingField(field) => {
@@ -647,7 +649,7 @@ raft_addr = "127.0.0.1:7001"
             .unwrap_err()
             .to_string();
         assert!(err.contains(&a.display().to_string()), "{err}");
-        assert!(err.contains("raft.heartbeat"), "{err}");
+        assert!(err.contains("`raft.heartbeat`"), "{err}");
         assert!(err.contains("unknown key"), "{err}");
     }
 

@@ -1,0 +1,133 @@
+//! Three real `raftkit` processes over TCP with file storage.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use support::{client, cluster_profiles, leader_of, wait_until, NodeSpec, Proc};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+async fn ready(client: &reqwest::Client, spec: &NodeSpec) -> Option<()> {
+    let r = client.get(spec.url("/ready")).send().await.ok()?;
+    (r.status() == StatusCode::OK).then_some(())
+}
+
+/// PUT until acknowledged; 503 (no leader, nothing proposed) is retried,
+/// anything else fails the test.
+async fn put_acked(client: &reqwest::Client, spec: &NodeSpec, key: &str, value: &str) {
+    wait_until(
+        DEADLINE,
+        &format!("PUT {key} via {} acknowledged", spec.id),
+        || async {
+            let r = client
+                .put(spec.url(&format!("/kv/{key}")))
+                .body(value.to_string())
+                .send()
+                .await
+                .ok()?;
+            match r.status() {
+                StatusCode::NO_CONTENT => Some(()),
+                StatusCode::SERVICE_UNAVAILABLE => None,
+                other => panic!("PUT {key} via {}: unexpected {other}", spec.id),
+            }
+        },
+    )
+    .await
+}
+
+async fn get(
+    client: &reqwest::Client,
+    spec: &NodeSpec,
+    key: &str,
+    consistency: &str,
+) -> Option<(StatusCode, String)> {
+    let r = client
+        .get(spec.url(&format!("/kv/{key}?consistency={consistency}")))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status();
+    Some((status, r.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_leader_kill9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = cluster_profiles(dir.path(), 3);
+    let mut procs: Vec<Option<Proc>> = specs.iter().map(|s| Some(Proc::start(s))).collect();
+    let c = client();
+    for s in &specs {
+        wait_until(DEADLINE, &format!("{} ready", s.id), || ready(&c, s)).await;
+    }
+
+    // Writes through every node; each is readable linearizably from every node.
+    let mut acked = BTreeMap::new();
+    for i in 0..30 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        put_acked(&c, &specs[i % 3], &key, &value).await;
+        acked.insert(key, value);
+    }
+    for s in &specs {
+        for (k, v) in &acked {
+            let got = get(&c, s, k, "linearizable").await;
+            assert_eq!(
+                got,
+                Some((StatusCode::OK, v.clone())),
+                "{k} read from {}",
+                s.id
+            );
+        }
+    }
+
+    // kill -9 the leader; the others elect a new one.
+    let old = wait_until(DEADLINE, "a leader", || leader_of(&c, &specs[0])).await;
+    let old_i = specs.iter().position(|s| s.id == old).unwrap();
+    procs[old_i].as_mut().unwrap().kill9();
+    let survivors: Vec<&NodeSpec> = specs.iter().filter(|s| s.id != old).collect();
+    let new = wait_until(
+        Duration::from_secs(10),
+        "a new leader after kill -9",
+        || async {
+            let l = leader_of(&c, survivors[0]).await?;
+            (l != old && leader_of(&c, survivors[1]).await.as_ref() == Some(&l)).then_some(l)
+        },
+    )
+    .await;
+    assert_ne!(new, old);
+
+    // Writes continue through both survivors.
+    for i in 30..50 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        put_acked(&c, survivors[i % 2], &key, &value).await;
+        acked.insert(key, value);
+    }
+
+    // The old leader restarts (bootstrap = true is a no-op now) and catches up.
+    procs[old_i] = Some(Proc::start(&specs[old_i]));
+    let restarted = &specs[old_i];
+    wait_until(
+        DEADLINE,
+        "restarted node catches up (stale read of k49)",
+        || async {
+            let got = get(&c, restarted, "k49", "stale").await?;
+            (got == (StatusCode::OK, "v49".to_string())).then_some(())
+        },
+    )
+    .await;
+    for s in &specs {
+        for (k, v) in &acked {
+            let got = get(&c, s, k, "linearizable").await;
+            assert_eq!(
+                got,
+                Some((StatusCode::OK, v.clone())),
+                "{k} read from {} at the end",
+                s.id
+            );
+        }
+    }
+    let log = procs[old_i].as_ref().unwrap().log_text();
+    assert!(log.contains("bootstrap skipped"), "restart log:\n{log}");
+}
