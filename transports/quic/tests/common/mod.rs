@@ -75,3 +75,51 @@ pub async fn rebind(id: &NodeId, address: &ServerAddress, config: QuicConfig) ->
         }
     }
 }
+
+/// A raw quinn client endpoint that trusts `trust`'s CA and presents
+/// `client` (a certificate and key), or no certificate at all.
+pub fn raw_client(trust: &TlsFiles, client: Option<&TlsFiles>) -> quinn::Endpoint {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&trust.ca_pem).expect("CA file") {
+        roots
+            .add(ca.expect("CA certificate"))
+            .expect("adding the CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(files) => {
+            let chain = CertificateDer::pem_file_iter(&files.cert_pem)
+                .expect("cert file")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificates");
+            let key = PrivateKeyDer::from_pem_file(&files.key_pem).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"raftkit/1".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(config).expect("QUIC crypto");
+    let mut endpoint = quinn::Endpoint::client(any()).expect("client endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+}
+
+/// Polls `done` until it holds, failing with `what` after 5 s.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 5 s");
+        // Polling with a deadline, not waiting for a guessed duration.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
