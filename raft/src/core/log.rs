@@ -40,13 +40,13 @@ pub(crate) struct RaftLog {
 
 impl RaftLog {
     /// A log restored from storage: everything given is already durable.
-    /// With `truncate_stored`, storage holds entries past `offset` that must
-    /// go: the first `ready` asks the driver to truncate them.
+    /// With `truncate_stored`, storage holds entries from that index on that
+    /// must go: the first `ready` asks the driver to truncate them.
     pub(crate) fn restore(
         offset: LogIndex,
         offset_term: Term,
         entries: Vec<Entry>,
-        truncate_stored: bool,
+        truncate_stored: Option<LogIndex>,
     ) -> RaftLog {
         let last = entries.last().map_or(offset, |e| e.index);
         RaftLog {
@@ -55,7 +55,7 @@ impl RaftLog {
             offset_term,
             persisted: last,
             handed: last,
-            truncate_from: truncate_stored.then(|| offset.next()),
+            truncate_from: truncate_stored,
             committed: offset,
             applying: offset,
         }
@@ -285,8 +285,7 @@ mod tests {
 
     #[test]
     fn merge_skips_matching_and_truncates_at_conflict() {
-        let mut log =
-            RaftLog::restore(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 1)], false);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 1)], None);
         assert_eq!(
             log.merge(vec![e(2, 1), e(3, 2), e(4, 2)]),
             Some(LogIndex(3))
@@ -304,7 +303,7 @@ mod tests {
 
     #[test]
     fn stale_persist_ack_after_truncation_is_ignored() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], false);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], None);
         log.merge(vec![e(1, 1), e(2, 1)]);
         let _ = log.take_unstable();
         log.merge(vec![e(2, 2)]);
@@ -318,7 +317,7 @@ mod tests {
 
     #[test]
     fn committed_entries_wait_for_local_durability() {
-        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], false);
+        let mut log = RaftLog::restore(LogIndex(0), Term(0), vec![], None);
         log.merge(vec![e(1, 1), e(2, 1)]);
         log.commit_to(LogIndex(2));
         assert!(log.take_committed(10).is_empty());

@@ -426,12 +426,22 @@ impl Core {
         let mut entries = Vec::with_capacity(restored.entries.len());
         let mut expected = offset;
         // A snapshot received from a leader is stored before the log is reset
-        // to start after it. A crash in between leaves the old log, which is
-        // stale past the snapshot if it disagrees at the snapshot's index.
+        // to start after it. A crash in between leaves the old log: stale past
+        // the snapshot if it disagrees at the snapshot's index, and useless if
+        // it ends before the snapshot (the next append would leave a hole).
         let stale_suffix = restored
             .entries
             .iter()
             .any(|e| e.index == offset && restored.snapshot.is_some() && e.term != offset_term);
+        let stored_first = restored.entries.first().map(|e| e.index);
+        let stored_last = restored.entries.last().map_or(LogIndex::ZERO, |e| e.index);
+        let truncate_stored = if stale_suffix {
+            Some(offset.next())
+        } else if stored_last != LogIndex::ZERO && stored_last < offset {
+            stored_first
+        } else {
+            None
+        };
         for e in restored.entries {
             if e.index <= offset || stale_suffix {
                 continue;
@@ -455,7 +465,7 @@ impl Core {
             term: restored.hard_state.term,
             vote: restored.hard_state.vote,
             hard_state_dirty: false,
-            log: RaftLog::restore(offset, offset_term, entries, stale_suffix),
+            log: RaftLog::restore(offset, offset_term, entries, truncate_stored),
             membership,
             role: Role::Follower,
             leader: None,

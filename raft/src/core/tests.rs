@@ -1873,6 +1873,34 @@ fn restore_drops_stored_suffix_that_disagrees_with_snapshot() {
     assert_eq!((r.truncate_from, r.entries.len()), (Some(LogIndex(13)), 0));
 }
 
+/// A crash after a received snapshot was stored but before the log was
+/// reset leaves a stored log that ends before the snapshot: it must be
+/// emptied, or the next append would leave a hole in the store.
+#[test]
+fn restore_empties_a_stored_log_that_ends_before_the_snapshot() {
+    let voters = conf(&["a", "b", "c"], &[]);
+    let restored = RestoredState {
+        hard_state: HardState {
+            term: Term(3),
+            vote: None,
+        },
+        snapshot: Some(snapshot_meta(40, 3, voters)),
+        entries: (1..=20).map(|i| ent(i, 1)).collect(),
+    };
+    let mut c = Core::new(cfg(), nid("c"), ServerAddress::new("c"), restored, 1).unwrap();
+    let s = c.status();
+    assert_eq!(
+        (s.first_log_index, s.last_log_index),
+        (LogIndex(41), LogIndex(40))
+    );
+    let r = c.ready();
+    assert_eq!(
+        r.truncate_from,
+        Some(LogIndex(1)),
+        "the whole stored log must go"
+    );
+}
+
 /// §5.1: a server seeing a higher term adopts it and, if it led, steps down;
 /// a request from a lower term is refused at once (no durability involved)
 /// with the current term, which deposes the stale sender.

@@ -977,7 +977,7 @@ impl Sim {
         self.schedule(next, Ev::Nemesis);
         let mut actions = Vec::new();
         if self.opts.crashes {
-            actions.extend([0, 0]);
+            actions.extend([0, 0, 4]);
         }
         if self.opts.partitions {
             actions.push(1);
@@ -996,7 +996,8 @@ impl Sim {
             0 => self.nemesis_crash(),
             1 => self.nemesis_partition(),
             2 => self.nemesis_membership(),
-            _ => self.nemesis_transfer(),
+            3 => self.nemesis_transfer(),
+            _ => self.nemesis_power_loss(),
         }
     }
 
@@ -1023,6 +1024,19 @@ impl Sim {
         self.crash(target);
         let at = self.now + self.rng.random_range(10_000..1_000_000);
         self.schedule(at, Ev::Restart(target));
+    }
+
+    /// Every server loses power at once: only what each reported durable
+    /// survives, and every acknowledged write must still be there.
+    fn nemesis_power_loss(&mut self) {
+        self.log(|| "POWER LOSS: every server crashes".to_string());
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].core.is_some() {
+                self.crash(i);
+                let at = self.now + self.rng.random_range(10_000..300_000);
+                self.schedule(at, Ev::Restart(i));
+            }
+        }
     }
 
     fn nemesis_partition(&mut self) {
