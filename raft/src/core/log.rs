@@ -332,7 +332,7 @@ mod tests {
             LogIndex(0),
             Term(0),
             (1..=10).map(|i| e(i, 1)).collect(),
-            false,
+            None,
         );
         assert_eq!(log.slice(LogIndex(1), LogIndex(10), 3, usize::MAX).len(), 3);
         assert_eq!(log.slice(LogIndex(1), LogIndex(10), 10, 1).len(), 1);
@@ -344,7 +344,7 @@ mod tests {
             LogIndex(0),
             Term(0),
             (1..=5).map(|i| e(i, i)).collect(),
-            false,
+            None,
         );
         log.commit_to(LogIndex(5));
         let _ = log.take_committed(10);
