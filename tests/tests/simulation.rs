@@ -58,7 +58,8 @@ fn simulation() {
             break;
         }
     }
-    println!("simulation: {seeds} seeds, {ops} client ops ({ok_ops} ok), {faults} faults, {violations} violations");
+    println!("client ops that succeeded: {ok_ops} of {ops}");
+    println!("simulation: {seeds} seeds, {ops} client ops, {faults} faults, {violations} violations");
     assert_eq!(
         violations, 0,
         "the simulation found violations; see the replay line above"
