@@ -577,13 +577,21 @@ async fn cluster(State(api): State<Arc<Api>>) -> Response {
         "last_contact_ms": u64::try_from(stats.last_contact.as_millis()).unwrap_or(u64::MAX),
         "transport": api.transport,
         "storage": api.storage,
+        "pid": std::process::id(),
     }))
     .into_response()
 }
 
+/// Ready = a leader is known, its HTTP address is known (so this node can
+/// forward to it), and everything committed that this node heard of is applied.
 async fn ready(State(api): State<Arc<Api>>) -> Response {
-    if api.raft.leader().is_none() {
+    let Some((leader, _)) = api.raft.leader() else {
         return unavailable("no leader known");
+    };
+    if api.kv.http_addr(leader.as_str()).is_none() {
+        return unavailable(format_args!(
+            "the HTTP address of leader {leader} is not known yet"
+        ));
     }
     match tokio::time::timeout(api.request_timeout, api.raft.stats()).await {
         Ok(Ok(stats)) if stats.status.applied_index >= stats.status.commit_index => {

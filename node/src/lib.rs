@@ -11,11 +11,14 @@
 //! It is not a general KV database: one process is one Raft server, and the
 //! whole state lives in memory (snapshotted through the storage backend).
 
+pub mod cli;
+pub mod client;
 pub mod http;
 pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod profile;
+pub mod supervise;
 
 use std::path::PathBuf;
 

@@ -27,8 +27,11 @@ use crate::Failure;
 
 /// The lock file that keeps a second process off a data directory.
 pub const LOCK_FILE: &str = "raftkit.lock";
-/// How often the join and registration loops try again.
+/// How often the join loop tries again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(300);
+/// How often a node checks its entry in the `id -> http_addr` table; a new
+/// leader registers itself within this time, so keep it short.
+const REGISTER_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Runs a node until `stop` resolves (the binary passes SIGTERM/SIGINT),
 /// then shuts it down gracefully.
@@ -312,7 +315,7 @@ async fn register_http_addr(
     p: Profile,
 ) {
     let mine = p.http_addr.to_string();
-    let mut every = tokio::time::interval(RETRY_INTERVAL);
+    let mut every = tokio::time::interval(REGISTER_INTERVAL);
     loop {
         every.tick().await;
         if kv.http_addr(&p.id).as_deref() == Some(mine.as_str()) {
@@ -341,8 +344,11 @@ async fn register_http_addr(
             .timeout(p.http.request_timeout)
             .send()
             .await;
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, %url, "registering http_addr");
+        match sent {
+            // Committed: give replication a moment to bring it here.
+            Ok(r) if r.status().is_success() => tokio::time::sleep(RETRY_INTERVAL).await,
+            Ok(r) => tracing::debug!(status = %r.status(), %url, "registering http_addr"),
+            Err(e) => tracing::debug!(error = %e, %url, "registering http_addr"),
         }
     }
 }

@@ -131,3 +131,66 @@ async fn acknowledged_writes_survive_leader_kill9_and_restart() {
     let log = procs[old_i].as_ref().unwrap().log_text();
     assert!(log.contains("bootstrap skipped"), "restart log:\n{log}");
 }
+
+async fn pid_of(client: &reqwest::Client, spec: &NodeSpec) -> Option<u64> {
+    let v: serde_json::Value = client
+        .get(spec.url("/cluster"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["pid"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_restarts_a_crashed_node_and_ctrl_c_stops_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = cluster_profiles(dir.path(), 3);
+    let mut up = Proc::start_args(
+        &["up", &dir.path().display().to_string()],
+        &dir.path().join("up.out"),
+    );
+    let c = client();
+    for s in &specs {
+        wait_until(DEADLINE, &format!("{} ready under up", s.id), || {
+            ready(&c, s)
+        })
+        .await;
+    }
+    put_acked(&c, &specs[1], "a", "1").await;
+
+    // kill -9 one child: `up` starts it again and it catches up.
+    let victim = &specs[2];
+    let pid = wait_until(DEADLINE, "pid of n3", || pid_of(&c, victim)).await;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    wait_until(DEADLINE, "n3 restarted by up with a new pid", || async {
+        let now = pid_of(&c, victim).await?;
+        (now != u64::from(pid.as_raw_nonzero().get().unsigned_abs())).then_some(())
+    })
+    .await;
+    wait_until(DEADLINE, "restarted n3 serves a", || async {
+        let got = get(&c, victim, "a", "stale").await?;
+        (got == (StatusCode::OK, "1".to_string())).then_some(())
+    })
+    .await;
+
+    // Ctrl-C to `up` stops every node and exits 0.
+    let up_pid = rustix::process::Pid::from_raw(i32::try_from(up.child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(up_pid, rustix::process::Signal::INT).unwrap();
+    let status = wait_until(DEADLINE, "up exits after SIGINT", || {
+        let s = up.child.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0), "up output:\n{}", up.log_text());
+    let out = up.log_text();
+    for s in &specs {
+        assert!(
+            out.contains(&format!("{}: exited 0", s.id)),
+            "up output:\n{out}"
+        );
+    }
+}

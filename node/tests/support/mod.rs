@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -114,7 +114,7 @@ impl Proc {
         let child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
             .stderr(file)
             .spawn()
             .expect("spawn raftkit");
