@@ -101,6 +101,6 @@ pub fn schema() -> String {
         "# Every profile key with its default. `id`, `data_dir`, `http_addr` and\n\
          # `raft_addr` have no default (example values shown); `[[cluster.servers]]`\n\
          # is empty by default. Override any key with RAFTKIT_<SECTION>__<KEY>.\n\n{}",
-        profile::to_toml(&profile::example())
+        profile::schema()
     )
 }

@@ -378,7 +378,7 @@ impl Loaded {
     /// Where the value at `key` (dotted) came from: a file path, the
     /// environment or a flag.
     pub fn source_of(&self, key: &str) -> String {
-        source_name(self.figment.find_metadata(key))
+        source_name(self.figment.find_metadata(key), key)
     }
 
     /// The error for a bad value at `key`, naming its source.
@@ -398,7 +398,7 @@ pub fn load(files: &[PathBuf], overrides: &Overrides) -> Result<Loaded, ProfileE
     figment = figment
         .merge(Env::prefixed("RAFTKIT_").split("__"))
         .merge(Serialized::defaults(overrides));
-    let profile: Profile = figment.extract().map_err(from_figment)?;
+    let profile: Profile = figment.extract().map_err(|e| from_figment(e, files))?;
     let loaded = Loaded { profile, figment };
     validate(&loaded)?;
     Ok(loaded)
@@ -436,6 +436,167 @@ pub fn to_toml(profile: &Profile) -> String {
     toml::to_string_pretty(profile).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
 }
 
+/// One line of help per key, for `raftkit config schema`.
+const KEY_DOCS: &[(&str, &str)] = &[
+    (
+        "id",
+        "server id, unique and stable for the node's life (required)",
+    ),
+    (
+        "data_dir",
+        "log, stable state, snapshots and lock file (required)",
+    ),
+    (
+        "http_addr",
+        "HTTP API, /metrics, /health, /ready (required)",
+    ),
+    (
+        "raft_addr",
+        "bound by the transport and advertised to peers (required)",
+    ),
+    (
+        "bootstrap",
+        "true: bootstrap from [[cluster.servers]] (or alone) if storage is empty",
+    ),
+    (
+        "join",
+        "HTTP URLs of nodes to ask to add this one, e.g. [\"http://127.0.0.1:8001\"]",
+    ),
+    ("nonvoter", "with join: ask to be added as a non-voter"),
+    (
+        "cluster_id",
+        "transports refuse frames from another cluster id",
+    ),
+    (
+        "transport.kind",
+        "tcp | quic | inmem (inmem: single-node profiles only)",
+    ),
+    (
+        "transport.insecure_dev",
+        "quic only: self-signed certificates, no peer check",
+    ),
+    (
+        "transport.connect_timeout",
+        "how long a connection attempt may take",
+    ),
+    (
+        "transport.write_timeout",
+        "a frame write blocked this long drops the connection",
+    ),
+    ("transport.max_frame_size", "largest frame sent or accepted"),
+    ("storage.kind", "file | memory | lmdb"),
+    (
+        "storage.segment_size",
+        "file: WAL segment size; compaction frees whole segments",
+    ),
+    ("storage.snapshot_retain", "snapshots kept on disk"),
+    (
+        "raft.heartbeat_timeout",
+        "follower silence before an election; the tick is a tenth of it",
+    ),
+    (
+        "raft.election_timeout",
+        "a candidate without a majority retries after this",
+    ),
+    (
+        "raft.leader_lease_timeout",
+        "check-quorum and lease reads; <= heartbeat_timeout, >= 3 ticks",
+    ),
+    (
+        "raft.commit_timeout",
+        "longest delay before followers hear a new commit index",
+    ),
+    ("raft.max_append_entries", "entries per AppendEntries"),
+    (
+        "raft.max_append_bytes",
+        "payload per AppendEntries (one entry always goes)",
+    ),
+    (
+        "raft.max_inflight",
+        "AppendEntries in flight per peer (pipeline window)",
+    ),
+    (
+        "raft.max_apply_batch",
+        "commands per state machine apply call",
+    ),
+    (
+        "raft.max_pending_proposals",
+        "proposals waiting to be appended before apply calls wait",
+    ),
+    (
+        "raft.trailing_logs",
+        "entries kept after a snapshot for lagging followers",
+    ),
+    (
+        "raft.snapshot_interval",
+        "how often to check whether a snapshot is due",
+    ),
+    (
+        "raft.snapshot_threshold",
+        "applied entries since the last snapshot that make one due",
+    ),
+    ("raft.snapshot_chunk_bytes", "InstallSnapshot chunk size"),
+    (
+        "raft.pre_vote",
+        "pre-vote round so a returning partitioned node cannot depose a leader",
+    ),
+    (
+        "raft.shutdown_on_remove",
+        "stop raft when a configuration change removes this node",
+    ),
+    (
+        "cluster.servers.id",
+        "a server of the initial configuration (default: none)",
+    ),
+    ("cluster.servers.raft_addr", "its raft_addr"),
+    ("cluster.servers.suffrage", "voter | nonvoter"),
+    (
+        "http.max_value_bytes",
+        "largest value for PUT and CAS; larger gets 413",
+    ),
+    (
+        "http.request_timeout",
+        "commit / read-point / admin deadline; a write past it gets 504",
+    ),
+    (
+        "log.level",
+        "error | warn | info | debug | trace (RUST_LOG overrides)",
+    ),
+    ("log.format", "text | json"),
+];
+
+/// Every key with its default and one line of help, as commented TOML.
+pub fn schema() -> String {
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in to_toml(&example()).lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[') {
+            section = name.trim_matches(|c| c == '[' || c == ']').to_string();
+            if section == "storage" {
+                out.push_str(
+                    "# [transport.tls]               mTLS: optional for tcp, required for quic\n\
+                     # ca = \"certs/ca.pem\"          #   the CA that signs every node\n\
+                     # cert = \"certs/n1.pem\"        #   this node's chain, SAN DNS = its id\n\
+                     # key = \"certs/n1.key\"\n\n",
+                );
+            }
+        } else if let Some((key, _)) = trimmed.split_once(" = ") {
+            let full = if section.is_empty() {
+                key.to_string()
+            } else {
+                format!("{section}.{key}")
+            };
+            if let Some((_, doc)) = KEY_DOCS.iter().find(|(k, _)| *k == full) {
+                out.push_str(&format!("# {doc}\n"));
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 fn check_readable(file: &Path) -> Result<(), ProfileError> {
     match std::fs::metadata(file) {
         Ok(m) if m.is_file() => Ok(()),
@@ -448,20 +609,28 @@ fn check_readable(file: &Path) -> Result<(), ProfileError> {
     }
 }
 
-fn source_name(metadata: Option<&Metadata>) -> String {
+fn source_name(metadata: Option<&Metadata>, key: &str) -> String {
     match metadata {
         Some(Metadata {
             source: Some(Source::File(path)),
             ..
         }) => path.display().to_string(),
         Some(m) if m.name.contains("Overrides") => "command-line flag".into(),
-        Some(m) if m.name.contains("environment") => "environment (RAFTKIT_*)".into(),
+        Some(m) if m.name.contains("environment") => {
+            let var: Vec<String> = key.split('.').map(str::to_ascii_uppercase).collect();
+            format!("environment variable RAFTKIT_{}", var.join("__"))
+        }
         Some(m) => m.name.to_string(),
         None => "built-in default (no profile sets it)".into(),
     }
 }
 
-fn from_figment(errors: figment::Error) -> ProfileError {
+fn from_figment(errors: figment::Error, files: &[PathBuf]) -> ProfileError {
+    let all_files = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     use figment::error::Kind;
     let lines = errors
         .into_iter()
@@ -489,8 +658,8 @@ fn from_figment(errors: figment::Error) -> ProfileError {
                 other => other.to_string(),
             };
             let source = match &e.kind {
-                Kind::MissingField(_) => "profile".to_string(),
-                _ => source_name(e.metadata.as_ref()),
+                Kind::MissingField(_) => all_files.clone(),
+                _ => source_name(e.metadata.as_ref(), &key),
             };
             ProfileError::new(source, &key, problem).lines.remove(0)
         })
@@ -711,6 +880,14 @@ raft_addr = "127.0.0.1:7001"
         let a = write(dir.path(), "a.toml", &text);
         let err = load(&[a], &Overrides::default()).unwrap_err().to_string();
         assert!(err.contains("raft.leader_lease_timeout"), "{err}");
+    }
+
+    #[test]
+    fn schema_documents_every_key() {
+        let text = schema();
+        for (key, doc) in KEY_DOCS {
+            assert!(text.contains(doc), "{key} undocumented in:\n{text}");
+        }
     }
 
     #[test]
