@@ -59,7 +59,9 @@ fn simulation() {
         }
     }
     println!("client ops that succeeded: {ok_ops} of {ops}");
-    println!("simulation: {seeds} seeds, {ops} client ops, {faults} faults, {violations} violations");
+    println!(
+        "simulation: {seeds} seeds, {ops} client ops, {faults} faults, {violations} violations"
+    );
     assert_eq!(
         violations, 0,
         "the simulation found violations; see the replay line above"

@@ -29,6 +29,8 @@ pub(crate) enum ProgressState {
     Snapshot {
         /// Its last index.
         index: LogIndex,
+        /// The leader's tick when it was sent, to give up on a lost one.
+        since: u64,
     },
 }
 
@@ -94,7 +96,7 @@ impl Progress {
         }
         match self.state {
             ProgressState::Probe { .. } => self.become_replicate(),
-            ProgressState::Snapshot { index: snap } if self.match_index >= snap => {
+            ProgressState::Snapshot { index: snap, .. } if self.match_index >= snap => {
                 self.become_replicate()
             }
             _ => {}
@@ -104,10 +106,23 @@ impl Progress {
 
     /// A rejection of `rejected` (the prev index tried) with the next index to
     /// probe. Returns false for a stale rejection, which is ignored.
-    pub(crate) fn on_reject(&mut self, rejected: LogIndex, probe_next: LogIndex) -> bool {
+    /// `follower_last` is the follower's hint of its own log end, if any.
+    pub(crate) fn on_reject(
+        &mut self,
+        rejected: LogIndex,
+        probe_next: LogIndex,
+        follower_last: Option<LogIndex>,
+    ) -> bool {
         match self.state {
             ProgressState::Replicate if rejected <= self.match_index => false,
             ProgressState::Probe { .. } if rejected != self.next_index.prev() => false,
+            // The follower already holds the snapshot (its answer to the
+            // InstallSnapshot may have been lost): probe from its log end.
+            ProgressState::Snapshot { index, .. } if follower_last.is_some_and(|l| l >= index) => {
+                self.next_index = probe_next.min(rejected).max(self.match_index.next());
+                self.become_probe();
+                true
+            }
             ProgressState::Snapshot { .. } => false,
             _ => {
                 self.next_index = probe_next.min(rejected).max(self.match_index.next());
@@ -129,8 +144,8 @@ impl Progress {
         self.inflight.clear();
     }
 
-    pub(crate) fn become_snapshot(&mut self, index: LogIndex) {
-        self.state = ProgressState::Snapshot { index };
+    pub(crate) fn become_snapshot(&mut self, index: LogIndex, now: u64) {
+        self.state = ProgressState::Snapshot { index, since: now };
         self.inflight.clear();
     }
 
@@ -183,12 +198,30 @@ mod tests {
         let mut p = Progress::new(LogIndex(1));
         p.on_success(LogIndex(10));
         assert!(
-            !p.on_reject(LogIndex(8), LogIndex(3)),
+            !p.on_reject(LogIndex(8), LogIndex(3), None),
             "rejection below match must be stale"
         );
-        assert!(p.on_reject(LogIndex(11), LogIndex(11)));
+        assert!(p.on_reject(LogIndex(11), LogIndex(11), None));
         assert_eq!(p.state, ProgressState::Probe { paused: false });
         assert_eq!(p.next_index, LogIndex(11));
+    }
+
+    #[test]
+    fn a_follower_that_holds_the_snapshot_leaves_snapshot_state() {
+        let mut p = Progress::new(LogIndex(1));
+        p.become_snapshot(LogIndex(50), 0);
+        assert!(
+            !p.on_reject(LogIndex(60), LogIndex(40), Some(LogIndex(40))),
+            "still below the snapshot"
+        );
+        assert!(
+            p.on_reject(LogIndex(60), LogIndex(51), Some(LogIndex(50))),
+            "its log reaches the snapshot"
+        );
+        assert_eq!(
+            (p.state.clone(), p.next_index),
+            (ProgressState::Probe { paused: false }, LogIndex(51))
+        );
     }
 
     #[test]
@@ -196,7 +229,7 @@ mod tests {
         let mut p = Progress::new(LogIndex(1));
         p.on_success(LogIndex(10));
         p.sent(LogIndex(20));
-        assert!(p.on_reject(LogIndex(20), LogIndex(2)));
+        assert!(p.on_reject(LogIndex(20), LogIndex(2), None));
         assert_eq!(p.next_index, LogIndex(11));
     }
 }

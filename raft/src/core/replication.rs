@@ -8,6 +8,10 @@ use crate::types::{LogIndex, NodeId, ServerAddress, Term};
 use super::quorum::quorum_value;
 use super::{Core, Event, ProgressState, RaftState, Role, SnapshotSend};
 
+/// Election timeouts a leader waits for a follower to answer a snapshot
+/// before sending it again.
+const SNAPSHOT_TIMEOUT_ELECTIONS: u64 = 20;
+
 impl Core {
     pub(super) fn tick_leader(&mut self) {
         let now = self.now;
@@ -33,6 +37,16 @@ impl Core {
             tracing::info!(id = %self.id, term = %self.term, "no quorum contact within the lease; stepping down");
             self.become_follower(self.term, None);
             return;
+        }
+        // A snapshot whose answer never came (the follower failed to store
+        // it, or both the answer and every later reply were lost) is retried.
+        let give_up = now.saturating_sub(SNAPSHOT_TIMEOUT_ELECTIONS * self.cfg.election_ticks);
+        if let Some(l) = self.leader_state_mut() {
+            for p in l.progress.values_mut() {
+                if matches!(p.state, ProgressState::Snapshot { since, .. } if since < give_up) {
+                    p.become_probe();
+                }
+            }
         }
         if heartbeat_due {
             self.broadcast_heartbeat();
@@ -103,6 +117,7 @@ impl Core {
         let commit = self.log.committed;
         let last = self.log.last_index();
         let term = self.term;
+        let now = self.now;
         let Role::Leader(l) = &mut self.role else {
             return false;
         };
@@ -117,7 +132,7 @@ impl Core {
         let Some(prev_term) = self.log.term(prev) else {
             // The entries it needs are compacted away: send the snapshot.
             if let Some(meta) = self.snapshot.clone() {
-                p.become_snapshot(meta.index);
+                p.become_snapshot(meta.index, now);
                 self.out.send_snapshots.push(SnapshotSend {
                     to: peer.clone(),
                     term,
@@ -202,7 +217,11 @@ impl Core {
         if resp.success {
             advanced = p.on_success(resp.index);
         } else {
-            p.on_reject(resp.index, probe_next.unwrap_or(resp.index));
+            p.on_reject(
+                resp.index,
+                probe_next.unwrap_or(resp.index),
+                resp.hint.map(|(i, _)| i),
+            );
         }
         p.resume();
         let caught_up = p.match_index == last;

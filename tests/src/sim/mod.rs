@@ -1233,6 +1233,10 @@ impl Sim {
             .unwrap_or_default();
         let leader_digest = self.nodes[l].kv.digest();
         let leader_applied = self.nodes[l].applied;
+        let leader_status = self.nodes[l].core.as_ref().map(|c| c.status());
+        let Some(leader_status) = leader_status else {
+            return;
+        };
         for n in &self.nodes {
             if config.server(&n.id).is_none() {
                 continue;
@@ -1241,8 +1245,11 @@ impl Sim {
                 self.violations.push(Violation {
                     invariant: "convergence",
                     detail: format!(
-                        "{} applied {} < leader's {} after settling",
-                        n.id, n.applied, leader_applied
+                        "{} applied {} < leader's {} after settling; the leader's view of it: {:?}",
+                        n.id,
+                        n.applied,
+                        leader_applied,
+                        leader_status.peers.iter().find(|p| p.id == n.id)
                     ),
                 });
             } else if n.applied == leader_applied && n.kv.digest() != leader_digest {
