@@ -743,7 +743,7 @@ fn validate_transport(loaded: &Loaded) -> Result<(), ProfileError> {
     }
     if t.kind == TransportKind::Quic && t.tls.is_none() && !t.insecure_dev {
         return Err(loaded.error(
-            "transport.tls",
+            "transport.kind",
             "quic needs [transport.tls] (or insecure_dev = true for development)",
         ));
     }

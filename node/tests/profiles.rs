@@ -117,6 +117,18 @@ fn bad_profiles_exit_2_naming_file_key_and_problem() {
         "not built into this binary yet",
         port,
     );
+    assert_refused(
+        "[transport]\nkind = \"quic\"\ninsecure_dev = true\n",
+        "transport.kind",
+        "not built into this binary yet",
+        port,
+    );
+    assert_refused(
+        "[transport]\nkind = \"quic\"\n",
+        "transport.kind",
+        "quic needs",
+        port,
+    );
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
     assert_refused("", "http_addr", "cannot listen", busy_port);
