@@ -149,6 +149,10 @@ pub async fn cluster(addr: &str, op: ClusterCmd) -> Result<(), Failure> {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986 §2.3).
+///
+/// ```
+/// assert_eq!(raftkit_node::client::encode_segment("a/b c"), "a%2Fb%20c");
+/// ```
 pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

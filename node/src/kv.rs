@@ -56,6 +56,14 @@ pub enum Command {
 
 impl Command {
     /// The command's log encoding.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use raftkit_node::kv::Command;
+    /// let put = Command::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") };
+    /// assert_eq!(Command::decode(&put.encode()).unwrap(), put);
+    /// assert!(Command::decode(&[0xff]).is_err());
+    /// ```
     pub fn encode(&self) -> Bytes {
         Bytes::from(raftkit::wire::encode_value(self))
     }
@@ -105,6 +113,16 @@ pub struct KvReader {
 
 impl KvFsm {
     /// An empty state machine and a reader of it.
+    ///
+    /// ```
+    /// use raftkit::{Committed, Fsm, LogIndex, Term};
+    /// use raftkit_node::kv::{Command, KvFsm, KvResponse};
+    /// let (mut fsm, reader) = KvFsm::new();
+    /// let put = Command::Put { key: "k".into(), value: "v".into() };
+    /// let out = fsm.apply(&[Committed { index: LogIndex(1), term: Term(1), data: put.encode() }]);
+    /// assert_eq!(out, vec![KvResponse::Done]);
+    /// assert_eq!(reader.get(b"k"), (Some("v".into()), 1));
+    /// ```
     pub fn new() -> (KvFsm, KvReader) {
         let state = Arc::new(RwLock::new(State::default()));
         (

@@ -389,6 +389,21 @@ impl Loaded {
 
 /// Merges the profile files in order, then `RAFTKIT_*` variables, then
 /// flags, and validates the result. Touches nothing on disk but the files.
+///
+/// ```
+/// use raftkit_node::profile::{load, Overrides};
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = dir.path().join("n1.toml");
+/// std::fs::write(&file, "id = \"n1\"\ndata_dir = \"d\"\nhttp_addr = \"127.0.0.1:8001\"\n\
+///     raft_addr = \"127.0.0.1:7001\"\n[raft]\nheartbeat = \"1s\"\n").unwrap();
+/// let err = load(&[file.clone()], &Overrides::default()).unwrap_err().to_string();
+/// assert!(err.contains("key `raft.heartbeat`: unknown key"), "{err}");
+///
+/// let flags = Overrides { id: Some("n2".into()), ..Overrides::default() };
+/// std::fs::write(&file, "id = \"n1\"\ndata_dir = \"d\"\nhttp_addr = \"127.0.0.1:8001\"\n\
+///     raft_addr = \"127.0.0.1:7001\"\n").unwrap();
+/// assert_eq!(load(&[file], &flags).unwrap().profile.id, "n2");
+/// ```
 pub fn load(files: &[PathBuf], overrides: &Overrides) -> Result<Loaded, ProfileError> {
     let mut figment = Figment::new();
     for file in files {

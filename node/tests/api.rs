@@ -216,8 +216,8 @@ fn join_fourth_node(root: &std::path::Path, specs: &[NodeSpec]) -> NodeSpec {
     };
     let text = format!(
         "id = \"n4\"\ndata_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{}\"\nraft_addr = \"127.0.0.1:{}\"\n\
-         join = [\"{}\"]\nnonvoter = true\n\n[raft]\nheartbeat_timeout = \"300ms\"\n\
-         election_timeout = \"300ms\"\nleader_lease_timeout = \"150ms\"\n",
+         join = [\"{}\"]\nnonvoter = true\n\n[raft]\nheartbeat_timeout = \"500ms\"\n\
+         election_timeout = \"500ms\"\nleader_lease_timeout = \"250ms\"\n",
         n4.data_dir.display(),
         n4.http_port,
         n4.raft_port,

@@ -15,8 +15,9 @@ async fn ready(client: &reqwest::Client, spec: &NodeSpec) -> Option<()> {
     (r.status() == StatusCode::OK).then_some(())
 }
 
-/// PUT until acknowledged; 503 (no leader, nothing proposed) is retried,
-/// anything else fails the test.
+/// PUT until acknowledged. 503 (no leader; nothing proposed) and 504
+/// (outcome unknown) are retried: putting the same value again is
+/// idempotent, so the key ends with `value` either way. Anything else fails.
 async fn put_acked(client: &reqwest::Client, spec: &NodeSpec, key: &str, value: &str) {
     wait_until(
         DEADLINE,
@@ -30,7 +31,7 @@ async fn put_acked(client: &reqwest::Client, spec: &NodeSpec, key: &str, value: 
                 .ok()?;
             match r.status() {
                 StatusCode::NO_CONTENT => Some(()),
-                StatusCode::SERVICE_UNAVAILABLE => None,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => None,
                 other => panic!("PUT {key} via {}: unexpected {other}", spec.id),
             }
         },

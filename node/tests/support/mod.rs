@@ -75,8 +75,8 @@ pub fn cluster_profiles(root: &Path, n: usize) -> Vec<NodeSpec> {
     for (i, s) in specs.iter().enumerate() {
         let text = format!(
             "id = \"{}\"\ndata_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{}\"\nraft_addr = \"127.0.0.1:{}\"\n\
-             bootstrap = {}\n\n[storage]\nkind = \"file\"\n\n[raft]\nheartbeat_timeout = \"300ms\"\n\
-             election_timeout = \"300ms\"\nleader_lease_timeout = \"150ms\"\n\n[http]\nrequest_timeout = \"3s\"\n\n{servers}",
+             bootstrap = {}\n\n[storage]\nkind = \"file\"\n\n[raft]\nheartbeat_timeout = \"500ms\"\n\
+             election_timeout = \"500ms\"\nleader_lease_timeout = \"250ms\"\n\n[http]\nrequest_timeout = \"3s\"\n\n{servers}",
             s.id,
             s.data_dir.display(),
             s.http_port,
