@@ -19,13 +19,13 @@
 //! ```
 //!
 //! LMDB keeps no checksums of its own, so each value carries a CRC32C and a
-//! read of a damaged value is `StorageError::Corrupt`, never wrong bytes; on
-//! open the store also checks that the log's keys are contiguous. LMDB does
-//! trust the page *structure* it maps, though: some damage to page or node
-//! headers can crash the process inside LMDB instead of returning an error
-//! (1 of 300 seeded random damages in `tests/corruption.rs`). The file
-//! backend, which reads through `read` and checks every record, has no such
-//! case.
+//! read of a damaged value is `StorageError::Corrupt`, never wrong bytes.
+//! LMDB also trusts the page *structure* it maps, and some damage to page
+//! or node headers would crash it inside C; so before mapping the file, the
+//! store walks every reachable page with plain reads and checks what LMDB
+//! relies on (page numbers, types, bounds, node offsets, overflow pages,
+//! entry counts), refusing a damaged file as `StorageError::Corrupt`. That
+//! costs one read of the file's live pages at open.
 //!
 //! What it is not: a snapshot store. Nodes on LMDB keep snapshots with
 //! `raftkit_file::FileSnapshotStore` (in a directory of its own, e.g.
@@ -52,6 +52,7 @@ mod lock;
 mod log;
 mod stable;
 mod store;
+mod verify;
 
 pub use config::{LmdbConfig, SyncPolicy, MIN_MAP_SIZE_BYTES};
 pub use log::LmdbLogStore;

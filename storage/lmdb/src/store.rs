@@ -23,6 +23,7 @@ use raftkit::{Entry, StorageError, StorageResult};
 use crate::codec::{decode_log_value, index_key, key_index};
 use crate::config::{LmdbConfig, SyncPolicy, MIN_MAP_SIZE_BYTES};
 use crate::lock::DirLock;
+use crate::verify;
 use crate::{LmdbLogStore, LmdbStableStore};
 
 const LOCK_FILE: &str = "lmdb.lock";
@@ -97,6 +98,8 @@ impl LmdbStore {
                  a power loss can lose acknowledged Raft writes. Use it for benchmarks only."
             );
         }
+        // LMDB trusts the pages it maps; check their structure first.
+        verify::check(&dir.join(DATA_FILE))?;
         let env = open_env(&dir, &file, &config)?;
         let (log, stable) = create_databases(&env, &file)?;
         let store = LmdbStore {
