@@ -198,3 +198,53 @@ fn lmdb_log_keeps_every_returned_operation_across_kill_9() {
         "the children should get work done between kills"
     );
 }
+
+/// Starts a child on `dir`, waits for its READY line, runs `open` in this
+/// process, then kills the child.
+fn open_while_a_child_holds(
+    backend: &str,
+    dir: &Path,
+    open: impl FnOnce() -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let (mut child, mut out) = spawn(backend, dir, 9, 1, 1);
+    let mut line = String::new();
+    out.read_line(&mut line).expect("reading the child");
+    assert!(
+        line.starts_with("READY "),
+        "the child should open the store first: {line:?}"
+    );
+    let result = open();
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaping the child");
+    result
+}
+
+#[track_caller]
+fn expect_locked(result: Result<(), StorageError>, dir: &Path) {
+    match result {
+        Err(StorageError::Locked(msg)) => assert!(
+            msg.contains(&dir.display().to_string()),
+            "Locked should name the directory: {msg}"
+        ),
+        Err(e) => panic!("expected StorageError::Locked, got: {e}"),
+        Ok(()) => panic!("a store open in another process was opened again"),
+    }
+}
+
+#[test]
+fn a_store_open_in_another_process_is_locked_and_free_after_its_death() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let lmdb = || LmdbStore::open(dir.path(), LmdbConfig::default()).map(drop);
+    expect_locked(
+        open_while_a_child_holds("lmdb", dir.path(), lmdb),
+        dir.path(),
+    );
+    lmdb().expect("opening after the holder was killed");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = || FileLogStore::open(dir.path(), FileLogOptions::default()).map(drop);
+    expect_locked(
+        open_while_a_child_holds("file", dir.path(), file),
+        dir.path(),
+    );
+    file().expect("opening after the holder was killed");
+}
