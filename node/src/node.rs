@@ -337,7 +337,8 @@ async fn register_http_addr(
         let Some(leader_http) = kv.http_addr(leader.as_str()) else {
             continue;
         };
-        let url = format!("http://{leader_http}/cluster/servers/{}/http-addr", p.id);
+        let id = crate::client::encode_segment(&p.id);
+        let url = format!("http://{leader_http}/cluster/servers/{id}/http-addr");
         let sent = client
             .put(&url)
             .json(&serde_json::json!({ "http_addr": mine }))

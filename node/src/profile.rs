@@ -25,6 +25,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata, Source};
 use serde::{Deserialize, Serialize};
 
+/// The longest server id accepted.
+pub const MAX_ID_LEN: usize = 64;
+
 /// One node's whole configuration. The top-level keys are fixed by the node
 /// API contract (`shared/spec/node-api.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -684,11 +687,40 @@ fn from_figment(errors: figment::Error, files: &[PathBuf]) -> ProfileError {
 
 fn validate(loaded: &Loaded) -> Result<(), ProfileError> {
     let p = &loaded.profile;
-    if p.id.trim().is_empty() {
-        return Err(loaded.error("id", "must not be empty"));
+    let id_ok = |id: &str| {
+        (1..=MAX_ID_LEN).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    if !id_ok(&p.id) {
+        return Err(loaded.error(
+            "id",
+            format_args!(
+                "{:?} must be 1..={MAX_ID_LEN} characters of A-Z a-z 0-9 - _ . \
+                 (it names the node in URLs and TLS certificates)",
+                p.id
+            ),
+        ));
+    }
+    if p.bootstrap && !p.join.is_empty() {
+        return Err(loaded.error(
+            "join",
+            "a node either bootstraps a new cluster (bootstrap = true) or joins one, not both",
+        ));
     }
     let mut seen = HashSet::new();
     for (i, server) in p.cluster.servers.iter().enumerate() {
+        if !id_ok(&server.id) {
+            return Err(loaded.error(
+                "cluster.servers",
+                format_args!(
+                    "entry {}: id {:?} is not a valid server id",
+                    i + 1,
+                    server.id
+                ),
+            ));
+        }
         if !seen.insert(server.id.as_str()) {
             return Err(loaded.error(
                 "cluster.servers",
@@ -875,6 +907,23 @@ raft_addr = "127.0.0.1:7001"
         let a = write(dir.path(), "a.toml", &text);
         let err = load(&[a], &Overrides::default()).unwrap_err().to_string();
         assert!(err.contains("transport.kind"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_with_join_and_bad_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{BASE}bootstrap = true\njoin = [\"http://127.0.0.1:8002\"]\n");
+        let a = write(dir.path(), "a.toml", &text);
+        let err = load(&[a], &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("`join`") && err.contains("not both"), "{err}");
+
+        let a = write(dir.path(), "b.toml", BASE);
+        let flags = Overrides {
+            id: Some("n 1/x".into()),
+            ..Overrides::default()
+        };
+        let err = load(&[a], &flags).unwrap_err().to_string();
+        assert!(err.starts_with("command-line flag: key `id`"), "{err}");
     }
 
     #[test]
