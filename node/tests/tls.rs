@@ -1,0 +1,69 @@
+//! Two real processes whose TCP transport uses mutual TLS from the profile's
+//! `[transport.tls]`: they elect a leader and replicate writes.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use support::{client, free_port, wait_until, NodeSpec, Proc};
+
+fn certs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/certs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_replicate_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs: Vec<NodeSpec> = ["a", "b"]
+        .iter()
+        .map(|id| NodeSpec {
+            id: id.to_string(),
+            http_port: free_port(),
+            raft_port: free_port(),
+            profile: dir.path().join(format!("{id}.toml")),
+            data_dir: dir.path().join(format!("data/{id}")),
+        })
+        .collect();
+    let certs = certs();
+    for (i, s) in specs.iter().enumerate() {
+        let text = format!(
+            "id = \"{id}\"\ndata_dir = \"{data}\"\nhttp_addr = \"127.0.0.1:{http}\"\n\
+             raft_addr = \"127.0.0.1:{raft}\"\nbootstrap = {boot}\n\n\
+             [transport]\nkind = \"tcp\"\n[transport.tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             [raft]\nheartbeat_timeout = \"500ms\"\nelection_timeout = \"500ms\"\nleader_lease_timeout = \"250ms\"\n\n\
+             [[cluster.servers]]\nid = \"a\"\nraft_addr = \"127.0.0.1:{ra}\"\n\
+             [[cluster.servers]]\nid = \"b\"\nraft_addr = \"127.0.0.1:{rb}\"\n",
+            id = s.id,
+            data = s.data_dir.display(),
+            http = s.http_port,
+            raft = s.raft_port,
+            boot = i == 0,
+            ca = certs.join("ca.pem").display(),
+            cert = certs.join(format!("{}.pem", s.id)).display(),
+            key = certs.join(format!("{}.key", s.id)).display(),
+            ra = specs[0].raft_port,
+            rb = specs[1].raft_port,
+        );
+        std::fs::write(&s.profile, text).unwrap();
+    }
+    let _procs: Vec<Proc> = specs.iter().map(Proc::start).collect();
+    let c = client();
+    let deadline = Duration::from_secs(30);
+    for s in &specs {
+        wait_until(deadline, &format!("{} ready over TLS", s.id), || async {
+            let r = c.get(s.url("/ready")).send().await.ok()?;
+            (r.status() == StatusCode::OK).then_some(())
+        })
+        .await;
+    }
+    wait_until(deadline, "PUT via b acknowledged", || async {
+        let r = c.put(specs[1].url("/kv/x")).body("y").send().await.ok()?;
+        (r.status() == StatusCode::NO_CONTENT).then_some(())
+    })
+    .await;
+    let r = c.get(specs[0].url("/kv/x")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "y");
+}
