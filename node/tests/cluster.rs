@@ -195,3 +195,101 @@ async fn up_restarts_a_crashed_node_and_ctrl_c_stops_all() {
         );
     }
 }
+
+/// What a client learned from its CAS increments.
+#[derive(Default)]
+struct Tally {
+    acked: u64,
+    unknown: u64,
+}
+
+/// Increments the counter `ctr` by CAS through the nodes in `order` (moving
+/// on when one is unreachable) until `want` increments were acknowledged or
+/// came back with an unknown outcome.
+async fn increment(c: reqwest::Client, specs: Vec<NodeSpec>, first: usize, want: u64) -> Tally {
+    let mut tally = Tally::default();
+    let mut at = first;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while tally.acked + tally.unknown < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "increments did not finish in {DEADLINE:?}"
+        );
+        let node = &specs[at % specs.len()];
+        let current = match get(&c, node, "ctr", "linearizable").await {
+            Some((StatusCode::OK, v)) => v.parse::<u64>().unwrap(),
+            Some((StatusCode::NOT_FOUND, _)) => 0,
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        let expected = (current > 0).then(|| current.to_string());
+        let body = serde_json::json!({"expected": expected, "new": (current + 1).to_string()});
+        match c.post(node.url("/kv/ctr/cas")).json(&body).send().await {
+            Ok(r) if r.status() == StatusCode::OK => tally.acked += 1,
+            Ok(r) if r.status() == StatusCode::CONFLICT => {}
+            Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => at += 1,
+            Ok(r) if r.status() == StatusCode::GATEWAY_TIMEOUT => tally.unknown += 1,
+            Ok(r) => panic!("CAS via {}: unexpected {}", node.id, r.status()),
+            // The request may or may not have reached the node.
+            Err(_) => {
+                tally.unknown += 1;
+                at += 1;
+            }
+        }
+    }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cas_increments_lose_and_invent_nothing_across_a_leader_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = cluster_profiles(dir.path(), 3);
+    let mut procs: Vec<Proc> = specs.iter().map(Proc::start).collect();
+    let c = client();
+    for s in &specs {
+        wait_until(DEADLINE, &format!("{} ready", s.id), || ready(&c, s)).await;
+    }
+    let clients: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(increment(c.clone(), specs.clone(), i, 20)))
+        .collect();
+
+    // Kill the leader once the counter is under way.
+    wait_until(DEADLINE, "counter reaches 10", || async {
+        let (s, v) = get(&c, &specs[0], "ctr", "stale").await?;
+        (s == StatusCode::OK && v.parse::<u64>().ok()? >= 10).then_some(())
+    })
+    .await;
+    let leader = wait_until(DEADLINE, "a leader", || leader_of(&c, &specs[0])).await;
+    let li = specs.iter().position(|s| s.id == leader).unwrap();
+    procs[li].kill9();
+
+    let mut total = Tally::default();
+    for client in clients {
+        let t = client.await.unwrap();
+        total.acked += t.acked;
+        total.unknown += t.unknown;
+    }
+    procs[li] = Proc::start(&specs[li]);
+    for s in &specs {
+        wait_until(DEADLINE, &format!("{} ready again", s.id), || ready(&c, s)).await;
+    }
+    let mut finals = Vec::new();
+    for s in &specs {
+        let (status, v) = get(&c, s, "ctr", "linearizable").await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        finals.push(v.parse::<u64>().unwrap());
+    }
+    assert!(
+        finals.iter().all(|v| *v == finals[0]),
+        "nodes disagree: {finals:?}"
+    );
+    let value = finals[0];
+    assert!(
+        total.acked <= value && value <= total.acked + total.unknown,
+        "counter {value}: {} acknowledged, {} unknown",
+        total.acked,
+        total.unknown
+    );
+}
