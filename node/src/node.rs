@@ -40,25 +40,7 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     let p = &loaded.profile;
-    let listener = TcpListener::bind(p.http_addr).await.map_err(|e| {
-        Failure::Profile(loaded.error(
-            "http_addr",
-            format_args!("cannot listen on {}: {e}", p.http_addr),
-        ))
-    })?;
-    if p.transport.kind != TransportKind::Inmem {
-        std::net::TcpListener::bind(p.raft_addr).map_err(|e| {
-            Failure::Profile(loaded.error(
-                "raft_addr",
-                format_args!("cannot listen on {}: {e}", p.raft_addr),
-            ))
-        })?;
-    }
-    match (p.storage.kind, p.transport.kind) {
-        (StorageKind::Lmdb, _) => return Err(not_built(&loaded, "storage.kind", "lmdb")),
-        (_, TransportKind::Quic) => return Err(not_built(&loaded, "transport.kind", "quic")),
-        _ => {}
-    }
+    let listener = preflight(&loaded).await?;
     let _lock = lock_data_dir(&p.data_dir)?;
     let metrics = crate::metrics::install();
     let (fsm, kv) = KvFsm::new();
@@ -101,6 +83,34 @@ pub async fn run(
     raft.shutdown().await;
     tracing::info!("shut down");
     served.map_err(|e| Failure::Other(anyhow::anyhow!("HTTP server: {e}")))
+}
+
+/// Checks what can only be checked by trying, before the data directory is
+/// touched: the HTTP listener (kept), the raft port (probed and released),
+/// and plug-ins this binary lacks. Every failure is a profile error (exit 2).
+async fn preflight(loaded: &Loaded) -> Result<TcpListener, Failure> {
+    let p = &loaded.profile;
+    let listener = TcpListener::bind(p.http_addr).await.map_err(|e| {
+        Failure::Profile(loaded.error(
+            "http_addr",
+            format_args!("cannot listen on {}: {e}", p.http_addr),
+        ))
+    })?;
+    if p.transport.kind != TransportKind::Inmem {
+        std::net::TcpListener::bind(p.raft_addr).map_err(|e| {
+            Failure::Profile(loaded.error(
+                "raft_addr",
+                format_args!("cannot listen on {}: {e}", p.raft_addr),
+            ))
+        })?;
+    }
+    // Wiring raftkit-lmdb / raftkit-quic in: drop its arm here and replace
+    // its arm in `start_raft` / `with_transport`.
+    match (p.storage.kind, p.transport.kind) {
+        (StorageKind::Lmdb, _) => Err(not_built(loaded, "storage.kind", "lmdb")),
+        (_, TransportKind::Quic) => Err(not_built(loaded, "transport.kind", "quic")),
+        _ => Ok(listener),
+    }
 }
 
 fn not_built(loaded: &Loaded, key: &str, kind: &str) -> Failure {
