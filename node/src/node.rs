@@ -75,14 +75,57 @@ pub async fn run(
         transport: transport_name(p.transport.kind),
         storage: storage_name(p.storage.kind),
     });
+    // Stop on the signal, or when raft stops by itself (removed from the
+    // cluster with shutdown_on_remove, or a fatal storage/state machine error).
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+    let watched = raft.clone();
+    let either = async move {
+        let by_itself = tokio::select! {
+            _ = stop => None,
+            removed = raft_stopped(watched) => Some(removed),
+        };
+        let _ = stopped_tx.send(by_itself);
+    };
     let served = axum::serve(listener, crate::http::router(api))
-        .with_graceful_shutdown(stop)
+        .with_graceful_shutdown(either)
         .await;
     tracing::info!("HTTP stopped; shutting down raft");
     tasks.abort_all();
     raft.shutdown().await;
     tracing::info!("shut down");
-    served.map_err(|e| Failure::Other(anyhow::anyhow!("HTTP server: {e}")))
+    served.map_err(|e| Failure::Other(anyhow::anyhow!("HTTP server: {e}")))?;
+    match stopped_rx.await {
+        Ok(Some(false)) => Err(Failure::Other(anyhow::anyhow!(
+            "raft stopped on its own (a fatal error; see the log above)"
+        ))),
+        Ok(Some(true)) => {
+            tracing::info!("this node was removed from the cluster; exiting");
+            Ok(())
+        }
+        Ok(None) | Err(_) => Ok(()),
+    }
+}
+
+/// Resolves once raft's state is `Shutdown`; true if it was removed from
+/// the configuration first.
+async fn raft_stopped(raft: Raft<KvResponse>) -> bool {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = raft.subscribe();
+    let mut removed = false;
+    loop {
+        if raft.state() == RaftState::Shutdown {
+            // The Removed event may still be queued behind others.
+            while let Ok(e) = events.try_recv() {
+                removed |= e == raftkit::Event::Removed;
+            }
+            return removed;
+        }
+        match events.recv().await {
+            Ok(raftkit::Event::Removed) => removed = true,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return removed,
+        }
+    }
 }
 
 /// Checks what can only be checked by trying, before the data directory is

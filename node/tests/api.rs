@@ -30,7 +30,7 @@ async fn cluster(c: &reqwest::Client, s: &NodeSpec) -> Value {
 async fn follower_forwards_and_admin_calls_follow_the_spec() {
     let dir = tempfile::tempdir().unwrap();
     let specs = cluster_profiles(dir.path(), 3);
-    let _procs: Vec<Proc> = specs.iter().map(Proc::start).collect();
+    let mut procs: Vec<Proc> = specs.iter().map(Proc::start).collect();
     let c = client();
     for s in &specs {
         wait_until(DEADLINE, &format!("{} ready", s.id), || ready(&c, s)).await;
@@ -204,6 +204,28 @@ async fn follower_forwards_and_admin_calls_follow_the_spec() {
     );
     let r = c.get(follower.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+
+    // Removing the leader: it steps down once the change commits, its raft
+    // stops (shutdown_on_remove), and the process exits 0. The answer is 200,
+    // or 504 when the step-down overtakes the reply (outcome unknown).
+    let r = c
+        .delete(follower.url(&format!("/cluster/servers/{}", follower.id)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [StatusCode::OK, StatusCode::GATEWAY_TIMEOUT].contains(&r.status()),
+        "{}",
+        r.status()
+    );
+    let i = specs.iter().position(|s| s.id == follower.id).unwrap();
+    let removed = &mut procs[i];
+    let status = wait_until(DEADLINE, "the removed leader's process exits", || {
+        let s = removed.child.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", removed.log_text());
 }
 
 fn join_fourth_node(root: &std::path::Path, specs: &[NodeSpec]) -> NodeSpec {
