@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raftkit::wire::{encode_frame, Frame};
-use raftkit::{Message, Peer, TransportError};
+use raftkit::{Message, MessageBody, Peer, TransportError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
@@ -127,10 +127,19 @@ async fn run_link(
                 return;
             }
         };
+        // Take what is queued, up to a message count and about a frame's
+        // worth of bytes, so a backlog of large appends is never encoded
+        // as one oversized frame (and then split again).
         let mut batch = first;
-        while batch.len() < shared.config.batch_max_messages {
+        let mut bytes = estimated_bytes(&batch);
+        while batch.len() < shared.config.batch_max_messages
+            && bytes < shared.config.max_frame_bytes
+        {
             match queue.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok(more) => {
+                    bytes += estimated_bytes(&more);
+                    batch.extend(more);
+                }
                 Err(_) => break,
             }
         }
@@ -257,8 +266,24 @@ async fn write_batch(
             None => kinds.push((kind, 1)),
         }
     }
+    // Frames of about FRAME_BUDGET_BYTES: large enough to cost one header
+    // and one decode call per many messages, small enough that the
+    // receiver starts decoding while the rest is still in flight.
+    let budget = FRAME_BUDGET_BYTES.min(shared.config.max_frame_bytes / 2);
     let mut frames = Vec::new();
-    encode_batches(shared, msgs, &mut frames);
+    let (mut current, mut current_bytes) = (Vec::new(), 0);
+    for msg in msgs {
+        let size = estimated_bytes(std::slice::from_ref(&msg));
+        if !current.is_empty() && current_bytes + size > budget {
+            encode_batches(shared, std::mem::take(&mut current), &mut frames);
+            current_bytes = 0;
+        }
+        current_bytes += size;
+        current.push(msg);
+    }
+    if !current.is_empty() {
+        encode_batches(shared, current, &mut frames);
+    }
     let bytes = write_frames(shared, stream, frames).await?;
     for (kind, n) in kinds {
         metrics::counter!(MESSAGES_SENT_METRIC, "kind" => kind).increment(n);
@@ -305,6 +330,26 @@ pub(crate) async fn write_frames(
         }),
         Ok(Ok(())) => Ok(bytes),
     }
+}
+
+/// The encoded size `write_batch` aims for per `Messages` frame.
+const FRAME_BUDGET_BYTES: usize = 1 << 20;
+
+/// About how many bytes `msgs` take encoded: entries' sizes plus a
+/// message header each.
+fn estimated_bytes(msgs: &[Message]) -> usize {
+    const MESSAGE_OVERHEAD: usize = 64;
+    msgs.iter()
+        .map(|m| {
+            MESSAGE_OVERHEAD
+                + match &m.body {
+                    MessageBody::AppendEntriesRequest(r) => {
+                        r.entries.iter().map(|e| e.size_bytes()).sum()
+                    }
+                    _ => 0,
+                }
+        })
+        .sum()
 }
 
 /// Encodes `msgs` into frames no larger than the maximum, halving batches
