@@ -80,6 +80,15 @@ enum Kind {
     Named,
 }
 
+/// A node's header fields, and where its key ends.
+struct Node {
+    off: usize,
+    lo: u64,
+    hi: u64,
+    flags: u16,
+    key_end: usize,
+}
+
 struct Walker<'a> {
     file: &'a File,
     name: String,
@@ -238,54 +247,82 @@ impl Walker<'_> {
         }
         let mut entries = 0;
         for i in 0..(lower - PAGE_HEADER) / 2 {
-            let off = u16_at(&page, PAGE_HEADER + 2 * i) as usize;
-            let node = |what_part: &str| format!("{what}: page {pgno} node {i} {what_part}");
-            if off < upper || off + NODE_HEADER > self.page_size {
-                return Err(self.bad(node(&format!(
-                    "at offset {off}, outside {upper}..{}",
-                    self.page_size
-                ))));
-            }
-            let (lo, hi) = (u16_at(&page, off) as u64, u16_at(&page, off + 2) as u64);
-            let (nflags, ksize) = (u16_at(&page, off + 4), u16_at(&page, off + 6) as usize);
-            let key_end = off + NODE_HEADER + ksize;
-            if key_end > self.page_size {
-                return Err(self.bad(node(&format!("has a {ksize}-byte key past the page"))));
-            }
+            let node = self
+                .node(&page, i, upper)
+                .map_err(|e| self.bad(format!("{what}: page {pgno} node {i} {e}")))?;
             if depth > 1 {
-                let child = lo | hi << 16 | (nflags as u64) << 32;
+                let child = node.lo | node.hi << 16 | (node.flags as u64) << 32;
                 entries += self.check_page(child, depth - 1, kind, what)?;
-                continue;
-            }
-            let size = (lo | hi << 16) as usize;
-            entries += 1;
-            if nflags & F_DUPDATA != 0 || (nflags & F_SUBDATA != 0) != (kind == Kind::Main) {
-                return Err(self.bad(node(&format!("has flags {nflags:#x}"))));
-            }
-            let data = if nflags & F_BIGDATA != 0 {
-                if key_end + 8 > self.page_size || kind == Kind::Main {
-                    return Err(self.bad(node("has a misplaced overflow reference")));
-                }
-                self.check_overflow(u64_at(&page, key_end), size, kind, &node(""))?
             } else {
-                if key_end + size > self.page_size {
-                    return Err(self.bad(node(&format!("has {size} bytes of data past the page"))));
-                }
-                page[key_end..key_end + size].to_vec()
-            };
-            match kind {
-                Kind::Main => {
-                    if data.len() != DB_RECORD {
-                        return Err(self.bad(node("is a database record of the wrong size")));
-                    }
-                    let name = String::from_utf8_lossy(&page[off + NODE_HEADER..key_end]);
-                    self.named.push((name.into_owned(), Tree::parse(&data)));
-                }
-                Kind::Free => self.check_page_list(&data, &node("(a free-page list)"))?,
-                Kind::Named => {}
+                self.check_leaf(&page, &node, kind, &format!("{what}: page {pgno} node {i}"))?;
+                entries += 1;
             }
         }
         Ok(entries)
+    }
+
+    /// The header of node `i` of `page`, checked to lie inside the page.
+    fn node(&self, page: &[u8], i: usize, upper: usize) -> Result<Node, String> {
+        let off = u16_at(page, PAGE_HEADER + 2 * i) as usize;
+        if off < upper || off + NODE_HEADER > self.page_size {
+            return Err(format!(
+                "at offset {off}, outside {upper}..{}",
+                self.page_size
+            ));
+        }
+        let ksize = u16_at(page, off + 6) as usize;
+        let node = Node {
+            off,
+            lo: u16_at(page, off) as u64,
+            hi: u16_at(page, off + 2) as u64,
+            flags: u16_at(page, off + 4),
+            key_end: off + NODE_HEADER + ksize,
+        };
+        if node.key_end > self.page_size {
+            return Err(format!("has a {ksize}-byte key past the page"));
+        }
+        Ok(node)
+    }
+
+    /// Checks a leaf node's flags and data, and reads what LMDB itself reads
+    /// from it: database records in the main DB, page lists in the free DB.
+    fn check_leaf(
+        &mut self,
+        page: &[u8],
+        node: &Node,
+        kind: Kind,
+        what: &str,
+    ) -> StorageResult<()> {
+        let (flags, key_end) = (node.flags, node.key_end);
+        let size = (node.lo | node.hi << 16) as usize;
+        if flags & F_DUPDATA != 0 || (flags & F_SUBDATA != 0) != (kind == Kind::Main) {
+            return Err(self.bad(format!("{what} has flags {flags:#x}")));
+        }
+        let data = if flags & F_BIGDATA != 0 {
+            if key_end + 8 > self.page_size || kind == Kind::Main {
+                return Err(self.bad(format!("{what} has a misplaced overflow reference")));
+            }
+            self.check_overflow(u64_at(page, key_end), size, kind, what)?
+        } else if key_end + size > self.page_size {
+            return Err(self.bad(format!("{what} has {size} bytes of data past the page")));
+        } else if kind == Kind::Named {
+            // The store checks its own values (CRC32C) when it reads them.
+            Vec::new()
+        } else {
+            page[key_end..key_end + size].to_vec()
+        };
+        match kind {
+            Kind::Main => {
+                if data.len() != DB_RECORD {
+                    return Err(self.bad(format!("{what} is a database record of the wrong size")));
+                }
+                let name = String::from_utf8_lossy(&page[node.off + NODE_HEADER..key_end]);
+                self.named.push((name.into_owned(), Tree::parse(&data)));
+            }
+            Kind::Free => self.check_page_list(&data, &format!("{what} (a free-page list)"))?,
+            Kind::Named => {}
+        }
+        Ok(())
     }
 
     /// Checks the overflow pages at `pgno` holding `size` bytes; returns the

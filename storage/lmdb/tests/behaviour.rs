@@ -163,3 +163,35 @@ fn the_log_and_the_stable_store_share_one_environment_without_mixing() {
         Some(&b"value"[..])
     );
 }
+
+#[test]
+fn large_free_page_lists_pass_the_open_check() {
+    // Purging and truncating tens of thousands of entries frees thousands of
+    // pages at once: LMDB keeps such free lists on overflow pages, which the
+    // structural check at open must read, not refuse.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    {
+        let log = LmdbStore::open(dir.path(), LmdbConfig::default())
+            .expect("open")
+            .log();
+        for batch in entries(1..=40_000, 1_000).chunks(2_000) {
+            log.append(batch).expect("append");
+        }
+        log.purge_prefix(LogIndex(20_000)).expect("purge");
+        log.truncate_suffix(LogIndex(30_001)).expect("truncate");
+    }
+    let log = LmdbStore::open(dir.path(), LmdbConfig::default())
+        .expect("reopening after large frees")
+        .log();
+    assert_eq!(
+        (
+            log.first_index().expect("first"),
+            log.last_index().expect("last")
+        ),
+        (LogIndex(20_001), LogIndex(30_000))
+    );
+    log.append(&entries(30_001..=30_100, 1_000))
+        .expect("appending into freed pages");
+    drop(log);
+    LmdbStore::open(dir.path(), LmdbConfig::default()).expect("reopening after reuse");
+}
