@@ -101,6 +101,8 @@ enum Ev {
     Nemesis,
     Heal,
     Restart(usize),
+    /// Crash server `.0` if it is still in incarnation `.1`.
+    CrashIf(usize, u64),
 }
 
 #[derive(Debug, Default)]
@@ -347,6 +349,13 @@ impl Sim {
             Ev::Nemesis => self.nemesis(),
             Ev::Heal => self.heal(),
             Ev::Restart(i) => self.start_node(i),
+            Ev::CrashIf(i, incarnation) => {
+                if self.nodes[i].incarnation == incarnation && self.nodes[i].core.is_some() {
+                    self.crash(i);
+                    let at = self.now + self.rng.random_range(10_000..300_000);
+                    self.schedule(at, Ev::Restart(i));
+                }
+            }
         }
         let full = self.steps % 64 == 0;
         self.check(full);
@@ -481,6 +490,17 @@ impl Sim {
         for e in &r.events {
             let id = self.nodes[i].id.clone();
             self.log(|| format!("{id} {e:?}"));
+            // Leader churn: new leaders often die young, before their own
+            // entries reach a majority (the states of the paper's Figure 8).
+            let churn = self.faults_active
+                && self.opts.leader_churn > 0.0
+                && *e == raftkit::Event::StateChanged(RaftState::Leader)
+                && self.rng.random_bool(self.opts.leader_churn);
+            if churn {
+                let at = self.now + self.rng.random_range(0..20_000);
+                let incarnation = self.nodes[i].incarnation;
+                self.schedule(at, Ev::CrashIf(i, incarnation));
+            }
         }
         let job = IoJob {
             hard: r.hard_state,

@@ -52,6 +52,8 @@ pub struct SimOptions {
     pub max_append_entries: usize,
     /// Pipeline window per follower.
     pub max_inflight: usize,
+    /// Probability that a newly elected leader crashes within 20 ms.
+    pub leader_churn: f64,
 }
 
 impl SimOptions {
@@ -82,6 +84,7 @@ impl SimOptions {
             trailing_logs: [0, 5, 50][rng.random_range(0..3)],
             max_append_entries: [1, 2, 16, 64][rng.random_range(0..4)],
             max_inflight: [1, 4, 16][rng.random_range(0..3)],
+            leader_churn: [0.0, 0.0, 0.3, 0.6][rng.random_range(0..4)],
         }
     }
 }
