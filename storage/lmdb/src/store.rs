@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use heed::types::Bytes;
@@ -70,6 +71,11 @@ pub(crate) struct Inner {
     pub(crate) file: String,
     /// Read transactions hold it shared; growing the map holds it exclusively.
     gate: RwLock<()>,
+    /// Set when growing the map failed: LMDB has then unmapped the file and
+    /// cannot map it again, so nothing may touch the environment (not even
+    /// `info`, which reads the meta pages through the lost map) until the
+    /// store is dropped and reopened.
+    map_lost: AtomicBool,
     /// Serialises writers. Holds why the store stopped after a failed commit:
     /// LMDB may then be unable to tell what reached the disk, so it takes no
     /// more writes.
@@ -110,6 +116,7 @@ impl LmdbStore {
                 dir,
                 file,
                 gate: RwLock::new(()),
+                map_lost: AtomicBool::new(false),
                 writer: Mutex::new(None),
                 _lock: lock,
             }),
@@ -154,7 +161,14 @@ impl LmdbStore {
     /// assert_eq!(store.map_size(), 8 << 20);
     /// # Ok::<(), raftkit::StorageError>(())
     /// ```
+    ///
+    /// Zero after a failed attempt to grow the map, which leaves the store
+    /// unusable until it is reopened.
     pub fn map_size(&self) -> u64 {
+        let _gate = self.inner.gate.read();
+        if self.inner.map_lost.load(Ordering::Acquire) {
+            return 0;
+        }
         self.inner.env.info().map_size as u64
     }
 
@@ -187,6 +201,9 @@ impl LmdbStore {
     ) -> StorageResult<T> {
         let inner = &*self.inner;
         let _gate = inner.gate.read().map_err(|_| poisoned())?;
+        if inner.map_lost.load(Ordering::Acquire) {
+            return Err(map_lost(inner));
+        }
         let txn = inner
             .env
             .read_txn()
@@ -220,7 +237,15 @@ impl LmdbStore {
             }
             Ok(v) => return Ok(v),
         }
-        let grown = self.grow_map(bytes)?;
+        let grown = match self.grow_map(bytes) {
+            Ok(size) => size,
+            Err(e) => {
+                if inner.map_lost.load(Ordering::Acquire) {
+                    *broken = Some(e.to_string());
+                }
+                return Err(e);
+            }
+        };
         match attempt(inner, what, &f) {
             Ok(v) => Ok(v),
             Err(Attempt::MapFull) => Err(full(inner, grown)),
@@ -254,6 +279,11 @@ impl LmdbStore {
         // is opened and ended under the shared gate. No other process has
         // the environment open (the directory lock).
         let resized = unsafe { inner.env.resize(new_usize) };
+        if resized.is_err() {
+            // LMDB unmapped the file before it failed to map it again, and
+            // keeps no map to fall back to.
+            inner.map_lost.store(true, Ordering::Release);
+        }
         match resized {
             Ok(()) => {
                 tracing::info!(
@@ -265,8 +295,17 @@ impl LmdbStore {
                 Ok(new)
             }
             Err(e) => {
-                tracing::warn!(dir = %inner.dir.display(), error = %e, "growing the LMDB map failed");
-                Err(full(inner, current))
+                tracing::error!(
+                    dir = %inner.dir.display(),
+                    error = %e,
+                    "growing the LMDB map failed; the store must be reopened"
+                );
+                Err(StorageError::Full(format!(
+                    "the LMDB map of {} is full at {current} bytes and growing it to {new} \
+                     failed ({e}); raise LmdbConfig::map_size (or the process's address-space \
+                     limit) and reopen the store",
+                    inner.dir.display()
+                )))
             }
         }
     }
@@ -314,6 +353,13 @@ fn full(inner: &Inner, size: u64) -> StorageError {
     StorageError::Full(format!(
         "the LMDB map of {} is full at {size} bytes and could not grow; \
          raise LmdbConfig::map_size or free disk space",
+        inner.dir.display()
+    ))
+}
+
+fn map_lost(inner: &Inner) -> StorageError {
+    StorageError::Other(format!(
+        "the LMDB map of {} was lost when growing it failed; reopen the store",
         inner.dir.display()
     ))
 }
