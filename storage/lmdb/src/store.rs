@@ -86,6 +86,10 @@ pub(crate) struct Inner {
 impl LmdbStore {
     /// Opens (creating if needed) the store in `dir`.
     ///
+    /// Before LMDB maps `data.mdb`, the store reads every live page once to
+    /// check the file's structure (about 0.1 s for 280 MiB and a million
+    /// entries from the page cache; a cold disk adds the read time).
+    ///
     /// # Errors
     /// `Invalid` for bad settings; `Locked` if another store has `dir` open;
     /// `Corrupt` if the data file fails LMDB's checks or the log has a hole;
