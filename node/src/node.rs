@@ -107,23 +107,29 @@ pub async fn run(
 }
 
 /// Resolves once raft's state is `Shutdown`; true if it was removed from
-/// the configuration first.
+/// the configuration first. The state is watched (not only the events), since
+/// the events may all be read before the state changes.
 async fn raft_stopped(raft: Raft<KvResponse>) -> bool {
     use tokio::sync::broadcast::error::RecvError;
+    const RECHECK: Duration = Duration::from_secs(60);
     let mut events = raft.subscribe();
     let mut removed = false;
     loop {
-        if raft.state() == RaftState::Shutdown {
-            // The Removed event may still be queued behind others.
-            while let Ok(e) = events.try_recv() {
-                removed |= e == raftkit::Event::Removed;
+        tokio::select! {
+            r = raft.wait_for_state(RaftState::Shutdown, RECHECK) => {
+                if !matches!(r, Err(RaftError::Timeout)) {
+                    // The Removed event may still be queued behind others.
+                    while let Ok(e) = events.try_recv() {
+                        removed |= e == raftkit::Event::Removed;
+                    }
+                    return removed;
+                }
             }
-            return removed;
-        }
-        match events.recv().await {
-            Ok(raftkit::Event::Removed) => removed = true,
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return removed,
+            e = events.recv() => match e {
+                Ok(raftkit::Event::Removed) => removed = true,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return removed,
+            },
         }
     }
 }

@@ -11,11 +11,6 @@ use support::{client, cluster_profiles, free_port, leader_of, wait_until, NodeSp
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-async fn ready(c: &reqwest::Client, s: &NodeSpec) -> Option<()> {
-    let r = c.get(s.url("/ready")).send().await.ok()?;
-    (r.status() == StatusCode::OK).then_some(())
-}
-
 async fn cluster(c: &reqwest::Client, s: &NodeSpec) -> Value {
     c.get(s.url("/cluster"))
         .send()
@@ -32,9 +27,8 @@ async fn follower_forwards_and_admin_calls_follow_the_spec() {
     let specs = cluster_profiles(dir.path(), 3);
     let mut procs: Vec<Proc> = specs.iter().map(Proc::start).collect();
     let c = client();
-    for s in &specs {
-        wait_until(DEADLINE, &format!("{} ready", s.id), || ready(&c, s)).await;
-    }
+    let refs: Vec<&Proc> = procs.iter().collect();
+    support::wait_ready(&c, &specs, &refs, DEADLINE).await;
     let leader = wait_until(DEADLINE, "leader", || leader_of(&c, &specs[0])).await;
     let follower = specs.iter().find(|s| s.id != leader).unwrap();
 
@@ -208,23 +202,32 @@ async fn follower_forwards_and_admin_calls_follow_the_spec() {
     // Removing the leader: it steps down once the change commits, its raft
     // stops (shutdown_on_remove), and the process exits 0. The answer is 200,
     // or 504 when the step-down overtakes the reply (outcome unknown).
-    let r = c
-        .delete(follower.url(&format!("/cluster/servers/{}", follower.id)))
-        .send()
-        .await
-        .unwrap();
+    // A new leader takes no configuration change until its no-op commits
+    // (409 until then).
+    let url = follower.url(&format!("/cluster/servers/{}", follower.id));
+    let status = wait_until(DEADLINE, "DELETE of the leader accepted", || async {
+        let r = c.delete(&url).send().await.ok()?;
+        (r.status() != StatusCode::CONFLICT).then_some(r.status())
+    })
+    .await;
     assert!(
-        [StatusCode::OK, StatusCode::GATEWAY_TIMEOUT].contains(&r.status()),
-        "{}",
-        r.status()
+        [StatusCode::OK, StatusCode::GATEWAY_TIMEOUT].contains(&status),
+        "{status}"
     );
     let i = specs.iter().position(|s| s.id == follower.id).unwrap();
     let removed = &mut procs[i];
-    let status = wait_until(DEADLINE, "the removed leader's process exits", || {
-        let s = removed.child.try_wait().ok().flatten();
-        async move { s }
-    })
-    .await;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(s) = removed.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed leader did not exit; its log:\n{}",
+            removed.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status.code(), Some(0), "log:\n{}", removed.log_text());
 }
 

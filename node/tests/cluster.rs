@@ -60,9 +60,8 @@ async fn acknowledged_writes_survive_leader_kill9_and_restart() {
     let specs = cluster_profiles(dir.path(), 3);
     let mut procs: Vec<Option<Proc>> = specs.iter().map(|s| Some(Proc::start(s))).collect();
     let c = client();
-    for s in &specs {
-        wait_until(DEADLINE, &format!("{} ready", s.id), || ready(&c, s)).await;
-    }
+    let refs: Vec<&Proc> = procs.iter().flatten().collect();
+    support::wait_ready(&c, &specs, &refs, DEADLINE).await;
 
     // Writes through every node; each is readable linearizably from every node.
     let mut acked = BTreeMap::new();
@@ -248,9 +247,8 @@ async fn concurrent_cas_increments_lose_and_invent_nothing_across_a_leader_kill(
     let specs = cluster_profiles(dir.path(), 3);
     let mut procs: Vec<Proc> = specs.iter().map(Proc::start).collect();
     let c = client();
-    for s in &specs {
-        wait_until(DEADLINE, &format!("{} ready", s.id), || ready(&c, s)).await;
-    }
+    let refs: Vec<&Proc> = procs.iter().collect();
+    support::wait_ready(&c, &specs, &refs, DEADLINE).await;
     let clients: Vec<_> = (0..3)
         .map(|i| tokio::spawn(increment(c.clone(), specs.clone(), i, 20)))
         .collect();
@@ -272,9 +270,8 @@ async fn concurrent_cas_increments_lose_and_invent_nothing_across_a_leader_kill(
         total.unknown += t.unknown;
     }
     procs[li] = Proc::start(&specs[li]);
-    for s in &specs {
-        wait_until(DEADLINE, &format!("{} ready again", s.id), || ready(&c, s)).await;
-    }
+    let refs: Vec<&Proc> = procs.iter().collect();
+    support::wait_ready(&c, &specs, &refs, DEADLINE).await;
     let mut finals = Vec::new();
     for s in &specs {
         let (status, v) = get(&c, s, "ctr", "linearizable").await.unwrap();

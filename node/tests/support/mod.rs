@@ -169,3 +169,37 @@ pub async fn leader_of(client: &reqwest::Client, spec: &NodeSpec) -> Option<Stri
         .ok()?;
     v["leader"]["id"].as_str().map(str::to_string)
 }
+
+/// Waits until every node answers `/ready` 200; on timeout, fails with
+/// every process's log.
+pub async fn wait_ready(
+    client: &reqwest::Client,
+    specs: &[NodeSpec],
+    procs: &[&Proc],
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    for s in specs {
+        loop {
+            let ok = match client.get(s.url("/ready")).send().await {
+                Ok(r) => r.status().is_success(),
+                Err(_) => false,
+            };
+            if ok {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = procs
+                    .iter()
+                    .map(|p| format!("== {}\n{}", p.log.display(), p.log_text()))
+                    .collect();
+                panic!(
+                    "{} not ready after {timeout:?}; logs:\n{}",
+                    s.id,
+                    logs.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
