@@ -95,10 +95,19 @@ pub struct QuicConfig {
     /// anyway (it answers the old connection with a stateless reset or its
     /// shutdown sends CONNECTION_CLOSE); this catches a peer that vanished.
     pub idle_timeout: Duration,
-    /// The largest UDP payload path-MTU discovery tries, in bytes. Default
-    /// 1452 (Ethernet's 1500 less IPv6 and UDP headers); 8952 suits jumbo
-    /// frames. A path that drops large packets falls back to the minimum.
+    /// The largest UDP payload path-MTU discovery tries, in bytes (and the
+    /// largest this endpoint accepts, at least 1472). Default 1452
+    /// (Ethernet's 1500 less IPv6 and UDP headers); 8952 suits jumbo
+    /// frames, 65 000 loopback. A path that drops large packets falls back
+    /// to the minimum.
     pub mtu_upper_bound: u16,
+    /// The UDP socket's kernel send and receive buffers, in bytes. Default
+    /// 4 MiB. A burst that overflows the receive buffer is lost, and each
+    /// loss halves the sender's congestion window: with Linux's usual
+    /// 208 KiB a busy receiver drops packets at LAN speed. Linux caps the
+    /// request at `net.core.rmem_max` / `wmem_max`; raise those with
+    /// sysctl for the full effect.
+    pub udp_buffer_bytes: usize,
     /// The certificates for mutual TLS. Required unless `insecure_dev`.
     pub tls: Option<TlsFiles>,
     /// Make a self-signed certificate at start-up and accept any peer's
@@ -144,6 +153,7 @@ impl Default for QuicConfig {
             keep_alive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
             mtu_upper_bound: 1452,
+            udp_buffer_bytes: 4 << 20,
             tls: None,
             insecure_dev: false,
         }
@@ -234,6 +244,7 @@ impl QuicConfig {
                 self.stream_receive_window_bytes as usize,
             ),
             ("send_window_bytes", self.send_window_bytes as usize),
+            ("udp_buffer_bytes", self.udp_buffer_bytes),
         ] {
             if value == 0 {
                 return Err(QuicConfigError::Zero { field });
@@ -277,6 +288,15 @@ impl QuicConfig {
             return Err(QuicConfigError::MtuBelowMinimum(self.mtu_upper_bound));
         }
         Ok(self)
+    }
+
+    /// quinn's endpoint settings: accept datagrams up to the MTU bound.
+    pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut e = quinn::EndpointConfig::default();
+        // 1472 is quinn's default; `validate` checked the bound is at least
+        // QUIC's minimum of 1200, which quinn accepts.
+        let _ = e.max_udp_payload_size(self.mtu_upper_bound.max(1472));
+        e
     }
 
     /// quinn's transport parameters for these settings (the same on both

@@ -122,8 +122,15 @@ impl QuicTransport {
         server.transport_config(transport.clone());
         let mut client = quinn::ClientConfig::new(Arc::new(crypto.client));
         client.transport_config(transport);
-        let mut endpoint = quinn::Endpoint::server(server, addr)
+        let socket = udp_socket(addr, config.udp_buffer_bytes)
             .map_err(|source| BindError::Bind { addr, source })?;
+        let mut endpoint = quinn::Endpoint::new(
+            config.endpoint_config(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| BindError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
         let local_addr = endpoint
             .local_addr()
@@ -368,6 +375,24 @@ pub(crate) async fn connect(
     };
     lock(&shared.connections).insert(peer.clone(), conn.clone());
     Ok(conn)
+}
+
+/// A UDP socket bound to `addr`, with kernel buffers of `buffer_bytes`
+/// asked for (the kernel may grant less).
+fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer only costs throughput.
+    let _ = sock.set_recv_buffer_size(buffer_bytes);
+    let _ = sock.set_send_buffer_size(buffer_bytes);
+    tracing::debug!(
+        %addr,
+        asked = buffer_bytes,
+        recv = ?sock.recv_buffer_size(),
+        send = ?sock.send_buffer_size(),
+        "UDP socket buffers"
+    );
+    Ok(socket)
 }
 
 async fn resolve(address: &ServerAddress) -> Result<SocketAddr, TransportError> {
