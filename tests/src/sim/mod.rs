@@ -484,6 +484,33 @@ impl Sim {
     }
 
     fn perform(&mut self, i: usize, r: Ready) {
+        // A committed entry is never removed (Log Matching + Leader Completeness).
+        if let Some(from) = r.truncate_from {
+            // Entries a snapshot covers may go; the others must stay.
+            let disk = &self.nodes[i].disk.log;
+            let covered = self.nodes[i]
+                .disk
+                .snapshots
+                .last()
+                .map_or(LogIndex::ZERO, |(m, _)| m.index);
+            let removed = self
+                .ledger
+                .committed
+                .range(from.max(covered.next())..)
+                .find(|(index, (term, digest))| {
+                    disk.get(index)
+                        .is_some_and(|e| e.term == *term && payload_digest(e) == *digest)
+                });
+            if let Some((c, _)) = removed {
+                let id = self.nodes[i].id.clone();
+                let detail =
+                    format!("{id} truncates its log from {from}, removing committed entry {c}");
+                self.violations.push(Violation {
+                    invariant: "committed entry removed",
+                    detail,
+                });
+            }
+        }
         for m in r.messages {
             self.net_send(m);
         }
