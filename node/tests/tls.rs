@@ -32,7 +32,7 @@ async fn nodes_replicate_over_mutual_tls() {
             "id = \"{id}\"\ndata_dir = \"{data}\"\nhttp_addr = \"127.0.0.1:{http}\"\n\
              raft_addr = \"127.0.0.1:{raft}\"\nbootstrap = {boot}\n\n\
              [transport]\nkind = \"tcp\"\n[transport.tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
-             [raft]\nheartbeat_timeout = \"500ms\"\nelection_timeout = \"500ms\"\nleader_lease_timeout = \"250ms\"\n\n\
+             {timing}\n\
              [[cluster.servers]]\nid = \"a\"\nraft_addr = \"127.0.0.1:{ra}\"\n\
              [[cluster.servers]]\nid = \"b\"\nraft_addr = \"127.0.0.1:{rb}\"\n",
             id = s.id,
@@ -45,6 +45,7 @@ async fn nodes_replicate_over_mutual_tls() {
             key = certs.join(format!("{}.key", s.id)).display(),
             ra = specs[0].raft_port,
             rb = specs[1].raft_port,
+            timing = support::RAFT_TIMING,
         );
         std::fs::write(&s.profile, text).unwrap();
     }
