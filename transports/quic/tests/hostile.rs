@@ -108,7 +108,7 @@ impl Pair {
     async fn raw(&self, id: &str) -> (quinn::Endpoint, quinn::Connection) {
         let sub = self.certs.dir.path().join(format!("raw-{id}"));
         let files = self.certs.issue_in(&sub, id);
-        let endpoint = common::raw_client(&files, Some(&files));
+        let endpoint = common::raw_client(&files.ca_pem, Some(&files));
         let conn = endpoint
             .connect(self.b.socket_addr(), "b")
             .expect("dial b")

@@ -27,12 +27,20 @@ impl Certs {
         self.issue_in(self.dir.path(), id)
     }
 
-    /// A certificate for `id` in a sub-directory `sub` (so that two
+    /// A certificate for `id` written into `dir` (so that two
     /// certificates for one id can coexist).
     pub fn issue_in(&self, dir: &Path, id: &str) -> TlsFiles {
         self.ca
             .issue(dir, id)
             .unwrap_or_else(|e| panic!("issuing a certificate for {id}: {e}"))
+    }
+
+    /// The CA certificate alone, as a PEM file (for a client that only
+    /// needs to trust this CA).
+    pub fn ca_pem(&self) -> std::path::PathBuf {
+        let path = self.dir.path().join("trusted-ca.pem");
+        std::fs::write(&path, self.ca.cert_pem()).expect("writing the CA certificate");
+        path
     }
 
     /// Settings for `id` with this CA.
@@ -76,16 +84,16 @@ pub async fn rebind(id: &NodeId, address: &ServerAddress, config: QuicConfig) ->
     }
 }
 
-/// A raw quinn client endpoint that trusts `trust`'s CA and presents
+/// A raw quinn client endpoint that trusts the CA in `ca_pem` and presents
 /// `client` (a certificate and key), or no certificate at all.
-pub fn raw_client(trust: &TlsFiles, client: Option<&TlsFiles>) -> quinn::Endpoint {
+pub fn raw_client(ca_pem: &Path, client: Option<&TlsFiles>) -> quinn::Endpoint {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::sync::Arc;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&trust.ca_pem).expect("CA file") {
+    for ca in CertificateDer::pem_file_iter(ca_pem).expect("CA file") {
         roots
             .add(ca.expect("CA certificate"))
             .expect("adding the CA");
