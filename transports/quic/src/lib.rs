@@ -80,7 +80,8 @@
 //! CPU per byte than kernel TCP, and its message path has more task hops.
 //! `cargo run --release -p raftkit-quic --example quic_bench` (and the
 //! `tcp_bench`, `inmem_bench` examples of the other transports) measures
-//! loopback; medians of 5 rounds on a shared 2-core machine, 64 KiB
+//! loopback; medians of 5 rounds on a shared 2-core machine busy with
+//! other builds (load average 4–6), 64 KiB
 //! batches = one AppendEntries of 16 × 4 KiB entries per `send`:
 //!
 //! | transport | small msgs/s | 64 KiB batches, MB/s | ping-pong RTT p50 / p99 |
@@ -92,8 +93,13 @@
 //!
 //! The TCP transport's 64 KiB figure is held down by its batching (it
 //! encodes up to 1024 queued messages as one frame, then splits frames
-//! over 16 MiB); with `batch_max_messages: 64` it reaches about 1100 MB/s
-//! plain and 720 MB/s with TLS, so QUIC is at about 55% of encrypted TCP.
+//! over 16 MiB); with `batch_max_messages: 64` it reached about 1100 MB/s
+//! plain and 720 MB/s with TLS in the same conditions, so QUIC is at about
+//! 55% of encrypted TCP there. The figures move 2–3× with machine load: on
+//! the same machine idle, QUIC did 722 MB/s, TCP (mTLS) 296 MB/s as is and
+//! 1584 MB/s with batches of 64 (QUIC at 46%), and every round trip (raw
+//! TCP's too) grew
+//! to 50–100 µs, the cost of waking idle cores.
 //!
 //! ```
 //! use raftkit::testing::transport::heartbeat;
