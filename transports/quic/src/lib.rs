@@ -81,8 +81,8 @@
 //! `cargo run --release -p raftkit-quic --example quic_bench` (and the
 //! `tcp_bench`, `inmem_bench` examples of the other transports) measures
 //! loopback; medians of 5 rounds on a shared 2-core machine busy with
-//! other builds (load average 4–6), 64 KiB
-//! batches = one AppendEntries of 16 × 4 KiB entries per `send`:
+//! other builds (load average 4–6); a 64 KiB batch is one AppendEntries
+//! of 16 × 4 KiB entries per `send`:
 //!
 //! | transport | small msgs/s | 64 KiB batches, MB/s | ping-pong RTT p50 / p99 |
 //! |---|---:|---:|---:|
@@ -98,8 +98,7 @@
 //! 55% of encrypted TCP there. The figures move 2–3× with machine load: on
 //! the same machine idle, QUIC did 722 MB/s, TCP (mTLS) 296 MB/s as is and
 //! 1584 MB/s with batches of 64 (QUIC at 46%), and every round trip (raw
-//! TCP's too) grew
-//! to 50–100 µs, the cost of waking idle cores.
+//! TCP's too) grew to 50–100 µs, the cost of waking idle cores.
 //!
 //! ```
 //! use raftkit::testing::transport::heartbeat;
