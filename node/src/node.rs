@@ -153,20 +153,7 @@ async fn preflight(loaded: &Loaded) -> Result<TcpListener, Failure> {
             ))
         })?;
     }
-    // Wiring raftkit-lmdb / raftkit-quic in: drop its arm here and replace
-    // its arm in `start_raft` / `with_transport`.
-    match (p.storage.kind, p.transport.kind) {
-        (StorageKind::Lmdb, _) => Err(not_built(loaded, "storage.kind", "lmdb")),
-        (_, TransportKind::Quic) => Err(not_built(loaded, "transport.kind", "quic")),
-        _ => Ok(listener),
-    }
-}
-
-fn not_built(loaded: &Loaded, key: &str, kind: &str) -> Failure {
-    Failure::Profile(loaded.error(
-        key,
-        format_args!("{kind:?} is not built into this binary yet"),
-    ))
+    Ok(listener)
 }
 
 fn transport_name(kind: TransportKind) -> &'static str {
@@ -231,11 +218,21 @@ async fn start_raft(p: &Profile, fsm: KvFsm) -> Result<Raft<KvResponse>, Failure
                 .map_err(|e| raft_failure("creating the snapshot store", e))?;
             with_transport(p, fsm, MemLogStore::new(), MemStableStore::new(), snaps).await
         }
-        // Checked in `run` before the data directory is touched.
-        StorageKind::Lmdb => Err(raft_failure(
-            "storage",
-            "lmdb is not built into this binary yet",
-        )),
+        StorageKind::Lmdb => {
+            let sync = match p.storage.sync {
+                crate::profile::LmdbSync::Always => raftkit_lmdb::SyncPolicy::Always,
+                crate::profile::LmdbSync::None => raftkit_lmdb::SyncPolicy::None,
+            };
+            let config = raftkit_lmdb::LmdbConfig {
+                map_size: p.storage.map_size.as_u64(),
+                sync,
+            };
+            let store = raftkit_lmdb::LmdbStore::open(dir.join("lmdb"), config)
+                .map_err(|e| raft_failure("opening the lmdb store", e))?;
+            let snaps = FileSnapshotStore::open(dir.join("snapshots"), retain)
+                .map_err(|e| raft_failure("opening the snapshot store", e))?;
+            with_transport(p, fsm, store.log(), store.stable(), snaps).await
+        }
     }
 }
 
@@ -278,12 +275,25 @@ where
             let transport = network.endpoint(id, ServerAddress::new(p.raft_addr.to_string()));
             Raft::new(config, fsm, log, stable, snaps, transport).await
         }
-        // Checked in `run` before the data directory is touched.
         TransportKind::Quic => {
-            return Err(raft_failure(
-                "transport",
-                "quic is not built into this binary yet",
-            ))
+            let quic = raftkit_quic::QuicConfig {
+                cluster: ClusterId(p.cluster_id.unwrap_or(0)),
+                connect_timeout: p.transport.connect_timeout,
+                write_timeout: p.transport.write_timeout,
+                max_frame_bytes: usize::try_from(p.transport.max_frame_size.as_u64())
+                    .unwrap_or(usize::MAX),
+                tls: p.transport.tls.as_ref().map(|t| raftkit_quic::TlsFiles {
+                    ca_pem: t.ca.clone(),
+                    cert_pem: t.cert.clone(),
+                    key_pem: t.key.clone(),
+                }),
+                insecure_dev: p.transport.insecure_dev,
+                ..raftkit_quic::QuicConfig::default()
+            };
+            let transport = raftkit_quic::QuicTransport::bind(id, p.raft_addr, quic)
+                .await
+                .map_err(|e| raft_failure("starting the quic transport", e))?;
+            Raft::new(config, fsm, log, stable, snaps, transport).await
         }
     };
     raft.map_err(|e| raft_failure("starting raft", e))

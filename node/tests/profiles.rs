@@ -112,15 +112,9 @@ fn bad_profiles_exit_2_naming_file_key_and_problem() {
         port,
     );
     assert_refused(
-        "[storage]\nkind = \"lmdb\"\n",
-        "storage.kind",
-        "not built into this binary yet",
-        port,
-    );
-    assert_refused(
-        "[transport]\nkind = \"quic\"\ninsecure_dev = true\n",
-        "transport.kind",
-        "not built into this binary yet",
+        "[storage]\nkind = \"lmdb\"\nmap_size = \"1000B\"\n",
+        "storage.map_size",
+        "at least",
         port,
     );
     assert_refused(

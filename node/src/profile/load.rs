@@ -239,6 +239,15 @@ fn validate_storage(loaded: &Loaded) -> Result<(), ProfileError> {
     if s.snapshot_retain == 0 {
         return Err(loaded.error("storage.snapshot_retain", "must be at least 1"));
     }
+    if s.kind == StorageKind::Lmdb {
+        let config = raftkit_lmdb::LmdbConfig {
+            map_size: s.map_size.as_u64(),
+            ..Default::default()
+        };
+        if let Err(e) = config.validate() {
+            return Err(loaded.error("storage.map_size", e));
+        }
+    }
     if s.kind == StorageKind::File && s.segment_size.as_u64() < raftkit_file::MIN_SEGMENT_SIZE_BYTES
     {
         return Err(loaded.error(

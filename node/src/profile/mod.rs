@@ -160,6 +160,22 @@ pub struct StorageProfile {
     pub segment_size: ByteSize,
     /// Snapshots kept. Default 2.
     pub snapshot_retain: usize,
+    /// lmdb: the initial map size; it grows when full. Default 4GiB.
+    pub map_size: ByteSize,
+    /// lmdb: `always` (fsync every commit) or `none` (benchmarks only:
+    /// a crash loses acknowledged writes). Default `always`.
+    pub sync: LmdbSync,
+}
+
+/// `storage.sync` for lmdb.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LmdbSync {
+    /// Every commit is durable when it returns.
+    #[default]
+    Always,
+    /// No fsync: for benchmarks only.
+    None,
 }
 
 impl Default for StorageProfile {
@@ -168,6 +184,8 @@ impl Default for StorageProfile {
             kind: StorageKind::File,
             segment_size: ByteSize::b(raftkit_file::FileLogOptions::default().segment_size_bytes),
             snapshot_retain: 2,
+            map_size: ByteSize::b(raftkit_lmdb::LmdbConfig::default().map_size),
+            sync: LmdbSync::Always,
         }
     }
 }

@@ -94,6 +94,14 @@ pub(super) const KEY_DOCS: &[(&str, &str)] = &[
     ),
     ("storage.snapshot_retain", "snapshots kept on disk"),
     (
+        "storage.map_size",
+        "lmdb: initial map size; grows when full",
+    ),
+    (
+        "storage.sync",
+        "lmdb: always | none (none loses acknowledged writes on a crash)",
+    ),
+    (
         "raft.heartbeat_timeout",
         "follower silence before an election; the tick is a tenth of it",
     ),
