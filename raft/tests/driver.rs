@@ -376,8 +376,9 @@ impl LogStore for FailingLog {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_failure_stops_the_node_without_acknowledging() {
     let net = InmemNetwork::new(5);
+    let stored = MemLogStore::new();
     let log = FailingLog {
-        inner: MemLogStore::new(),
+        inner: stored.clone(),
         ok: AtomicU64::new(3),
     };
     let a = node(&net, "a", log, |_| {}).await;
@@ -393,16 +394,31 @@ async fn a_storage_failure_stops_the_node_without_acknowledging() {
     for n in 0..5 {
         outcomes.push(a.raft.apply(Bytes::from(n.to_string()), T).await);
     }
-    let acked = outcomes.iter().filter(|r| r.is_ok()).count();
-    assert!(
-        acked <= 1,
-        "at most the write that fit before the failure is acknowledged: {outcomes:?}"
-    );
+    // Every acknowledged command is in the store; the failure is reported.
+    let held = stored
+        .get(LogIndex(1), LogIndex(100))
+        .expect("read the store");
+    for (n, outcome) in outcomes.iter().enumerate() {
+        if outcome.is_ok() {
+            let data = Bytes::from(n.to_string());
+            let durable = held
+                .iter()
+                .any(|e| e.payload == raftkit::EntryPayload::Command(data.clone()));
+            assert!(
+                durable,
+                "write {n} was acknowledged but is not in the log store: {outcomes:?}"
+            );
+        }
+    }
     assert!(
         outcomes
             .iter()
-            .any(|r| matches!(r, Err(RaftError::Storage(_)) | Err(RaftError::Shutdown))),
-        "later writes report the storage failure: {outcomes:?}"
+            .any(|r| matches!(r, Err(RaftError::Storage(_)))),
+        "the storage failure is reported to a caller: {outcomes:?}"
+    );
+    assert!(
+        outcomes.last().is_some_and(|r| r.is_err()),
+        "the node accepts nothing after the failure: {outcomes:?}"
     );
     a.raft
         .wait_for_state(RaftState::Shutdown, T)
