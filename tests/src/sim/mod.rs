@@ -429,6 +429,15 @@ impl Sim {
         node.io.clear();
         node.incarnation += 1;
         node.ready_reads.clear();
+        // Half the time the machine dies with its messages still on it: what
+        // it sent and was not yet delivered is lost too (a crash between
+        // deciding and sending).
+        if self.rng.random_bool(0.5) {
+            let id = self.nodes[i].id.clone();
+            self.queue
+                .retain(|_, ev| !matches!(ev, Ev::Deliver(m) if m.from == id));
+        }
+        let node = &mut self.nodes[i];
         let proposals: Vec<(OpId, usize)> = std::mem::take(&mut node.proposals)
             .into_values()
             .map(|(op, _, c)| (op, c))
