@@ -146,6 +146,8 @@ struct Node {
     reads: BTreeMap<ReadId, (OpId, usize, Vec<u8>)>,
     ready_reads: Vec<(LogIndex, ReadId)>,
     tick_us: u64,
+    /// The commit index last seen on this server while it led.
+    seen_commit: LogIndex,
 }
 
 #[derive(Debug, Default)]
@@ -212,6 +214,7 @@ impl Sim {
                     reads: BTreeMap::new(),
                     ready_reads: Vec::new(),
                     tick_us: TICK_US * (1000 - opts.clock_skew_permille + skew) / 1000,
+                    seen_commit: LogIndex::ZERO,
                 }
             })
             .collect();
@@ -480,6 +483,31 @@ impl Sim {
             }
             let ready = core.ready();
             self.perform(i, ready);
+        }
+        // Storm seeds: a leader sometimes dies the moment it commits, with
+        // what it has just sent (the next entries, the new commit index).
+        let commit = self.nodes[i]
+            .core
+            .as_ref()
+            .filter(|c| c.state() == RaftState::Leader)
+            .map(|c| c.status().commit_index);
+        let committed = commit.is_some_and(|c| c > self.nodes[i].seen_commit);
+        if let Some(c) = commit {
+            self.nodes[i].seen_commit = c;
+        }
+        if committed
+            && self.faults_active
+            && self.opts.crash_on_commit > 0.0
+            && self.rng.random_bool(self.opts.crash_on_commit)
+        {
+            self.log(|| "leader crashes as it commits".to_string());
+            let id = self.nodes[i].id.clone();
+            self.queue
+                .retain(|_, ev| !matches!(ev, Ev::Deliver(m) if m.from == id));
+            self.crash(i);
+            let at = self.now + self.rng.random_range(10_000..300_000);
+            self.schedule(at, Ev::Restart(i));
+            return;
         }
         if self.nodes[i]
             .core

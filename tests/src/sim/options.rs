@@ -54,6 +54,9 @@ pub struct SimOptions {
     pub max_inflight: usize,
     /// Probability that a newly elected leader crashes within 20 ms.
     pub leader_churn: f64,
+    /// Probability that a leader crashes as its commit index moves, losing
+    /// the messages it has just sent.
+    pub crash_on_commit: f64,
 }
 
 impl SimOptions {
@@ -72,6 +75,7 @@ impl SimOptions {
                 max_append_entries: 1,
                 max_inflight: 1,
                 leader_churn: 0.7,
+                crash_on_commit: 0.05,
                 crashes: true,
                 partitions: true,
                 nemesis_every_us: (10_000, 80_000),
@@ -108,6 +112,7 @@ impl SimOptions {
             max_append_entries: [1, 2, 16, 64][rng.random_range(0..4)],
             max_inflight: [1, 4, 16][rng.random_range(0..3)],
             leader_churn: [0.0, 0.0, 0.3, 0.6][rng.random_range(0..4)],
+            crash_on_commit: 0.0,
         }
     }
 }
