@@ -23,12 +23,16 @@ fn simulation() {
     let start = env_u64("RAFTKIT_SIM_SEED_START", 1);
     let full_trace = std::env::var("RAFTKIT_SIM_TRACE").is_ok_and(|v| v == "1");
     let (mut ops, mut ok_ops, mut faults, mut violations) = (0, 0, 0, 0);
+    let mut inconclusive = Vec::new();
     for seed in start..start + seeds {
         let opts = SimOptions::from_seed(seed);
         let report = sim::run(&opts, full_trace);
         ops += report.ops;
         ok_ops += report.ok_ops;
         faults += report.faults;
+        if report.inconclusive_keys > 0 {
+            inconclusive.push((seed, report.inconclusive_keys));
+        }
         if full_trace {
             for line in &report.trace {
                 println!("{line}");
@@ -59,6 +63,11 @@ fn simulation() {
         }
     }
     println!("client ops that succeeded: {ok_ops} of {ops}");
+    if !inconclusive.is_empty() {
+        println!(
+            "linearizability undecided within the search budget (seed, keys): {inconclusive:?}"
+        );
+    }
     println!(
         "simulation: {seeds} seeds, {ops} client ops, {faults} faults, {violations} violations"
     );

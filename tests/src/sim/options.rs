@@ -57,6 +57,8 @@ pub struct SimOptions {
     /// Probability that a leader crashes as its commit index moves, losing
     /// the messages it has just sent.
     pub crash_on_commit: f64,
+    /// Walk the cluster into the paper's Figure-8 states now and then.
+    pub figure8: bool,
 }
 
 impl SimOptions {
@@ -64,6 +66,27 @@ impl SimOptions {
     pub fn from_seed(seed: u64) -> SimOptions {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_0971_0115);
         let opts = SimOptions::random(seed, &mut rng);
+        // One seed in seven walks the cluster into Figure-8 states again and
+        // again, and does nothing else (see `figure8.rs`).
+        if rng.random_bool(0.15) {
+            return SimOptions {
+                nodes: 3,
+                drop: 0.0,
+                duplicate: 0.0,
+                long_delay: 0.0,
+                max_append_entries: 1,
+                max_inflight: 1,
+                leader_churn: 0.0,
+                crash_on_commit: 0.0,
+                crashes: false,
+                partitions: false,
+                membership_changes: false,
+                transfers: false,
+                figure8: true,
+                nemesis_every_us: (300_000, 600_000),
+                ..opts
+            };
+        }
         // One seed in four is a leadership storm: three servers, one entry
         // per message, leaders crashed or cut off soon after they win. It
         // reaches states like the paper's Figure 8, where an old-term entry
@@ -113,6 +136,7 @@ impl SimOptions {
             max_inflight: [1, 4, 16][rng.random_range(0..3)],
             leader_churn: [0.0, 0.0, 0.3, 0.6][rng.random_range(0..4)],
             crash_on_commit: 0.0,
+            figure8: false,
         }
     }
 }
