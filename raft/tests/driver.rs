@@ -312,16 +312,20 @@ async fn a_lagging_follower_catches_up_by_snapshot() {
             .await
             .expect("write while one follower is away");
     }
-    let stats = nodes[l].raft.stats().await.expect("stats");
-    assert!(
-        stats.status.last_snapshot_index > LogIndex(200),
-        "the leader snapshotted and compacted: {:?}",
-        stats.status
-    );
-    assert!(
-        stats.status.first_log_index > LogIndex(150),
-        "the log was compacted"
-    );
+    // Snapshots are taken in the background, on the snapshot timer.
+    let deadline = Instant::now() + T;
+    let mut poll = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        let s = nodes[l].raft.stats().await.expect("stats").status;
+        if s.last_snapshot_index > LogIndex(200) && s.first_log_index > LogIndex(150) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not snapshot and compact past 200: {s:?}"
+        );
+        poll.tick().await;
+    }
     net.reconnect(&lagging_id);
     wait_until("the lagging follower reaches the leader's sum", || {
         nodes[lagging].sum.0.load(Ordering::SeqCst) == 300
