@@ -15,6 +15,8 @@
 //! what was wrong. Storage backends use [`encode_entry`] / [`decode_entry`]
 //! for log records.
 
+pub mod stream;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,147 @@
+//! Length-delimited frames on a byte stream (a TCP connection, a QUIC
+//! stream): a 4-byte big-endian length, then a [`crate::wire`] frame of at
+//! most `max_frame_bytes`. Every stream transport frames with this one codec.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+/// A framing error on a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// A length prefix above the maximum (refused before reading the body).
+    #[error("frame length above the maximum of {max} bytes")]
+    TooLarge {
+        /// The maximum.
+        max: usize,
+    },
+    /// The stream ended inside a frame.
+    #[error("connection closed inside a frame ({buffered} bytes of it buffered)")]
+    Truncated {
+        /// Bytes of the partial frame received.
+        buffered: usize,
+    },
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// [`LengthDelimitedCodec`] with typed errors.
+///
+/// ```
+/// use raftkit::wire::stream::{CodecError, FrameCodec};
+/// use tokio_util::codec::Decoder;
+/// let mut codec = FrameCodec::new(1024);
+/// let mut buf = bytes::BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+/// assert!(matches!(codec.decode(&mut buf), Err(CodecError::TooLarge { max: 1024 })));
+/// ```
+#[derive(Debug)]
+pub struct FrameCodec {
+    inner: LengthDelimitedCodec,
+    max: usize,
+}
+
+impl FrameCodec {
+    /// A codec refusing frames over `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> FrameCodec {
+        let inner = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(max_frame_bytes)
+            .new_codec();
+        FrameCodec {
+            inner,
+            max: max_frame_bytes,
+        }
+    }
+
+    fn map(&self, e: io::Error) -> CodecError {
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+        {
+            CodecError::TooLarge { max: self.max }
+        } else {
+            CodecError::Io(e)
+        }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        self.inner.decode(src).map_err(|e| self.map(e))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(CodecError::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        if frame.len() > self.max {
+            return Err(CodecError::TooLarge { max: self.max });
+        }
+        self.inner.encode(frame, dst).map_err(|e| self.map(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wire::{decode_frame, ClusterId};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    #[test]
+    fn length_prefix_above_the_maximum_is_refused_at_once() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::TooLarge { max: 1024 })
+        ));
+    }
+
+    #[test]
+    fn stream_ending_inside_a_frame_is_truncated() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0, 0, 0, 100, 1, 2, 3][..]);
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(CodecError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn random_input_never_panics_the_decoders() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..256);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if bytes.len() > 16 && rng.random_bool(0.5) {
+                // Mostly-valid headers reach the body decoder.
+                bytes[..4].copy_from_slice(&[b'R', b'K', 1, rng.random_range(1..=5)]);
+                bytes[4..12].copy_from_slice(&[0; 8]);
+            }
+            let _ = decode_frame(ClusterId(0), &bytes);
+            let mut codec = FrameCodec::new(128);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(frame)) = codec.decode(&mut buf) {
+                let _ = decode_frame(ClusterId(0), &frame);
+            }
+            let _ = codec.decode_eof(&mut buf);
+        }
+    }
+}
