@@ -224,6 +224,7 @@ async fn follower_forwards_and_admin_calls_follow_the_spec() {
     let i = specs.iter().position(|s| s.id == follower.id).unwrap();
     let removed = &mut procs[i];
     let deadline = std::time::Instant::now() + DEADLINE;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
     let status = loop {
         if let Some(s) = removed.child.try_wait().unwrap() {
             break s;
@@ -233,7 +234,7 @@ async fn follower_forwards_and_admin_calls_follow_the_spec() {
             "the removed leader did not exit; its log:\n{}",
             removed.log_text()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll.tick().await;
     };
     assert_eq!(status.code(), Some(0), "log:\n{}", removed.log_text());
 }

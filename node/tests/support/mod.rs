@@ -29,6 +29,7 @@ where
     Fut: Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
     loop {
         if let Some(v) = check().await {
             return v;
@@ -37,7 +38,7 @@ where
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll.tick().await;
     }
 }
 
@@ -183,6 +184,7 @@ pub async fn wait_ready(
     timeout: Duration,
 ) {
     let deadline = Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
     for s in specs {
         loop {
             let ok = match client.get(s.url("/ready")).send().await {
@@ -203,7 +205,7 @@ pub async fn wait_ready(
                     logs.join("\n")
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll.tick().await;
         }
     }
 }
