@@ -5,6 +5,8 @@
 //!  raftkit up configs/local-3/                                  every profile as a child (supervise)
 //!  raftkit config check --profile ... | config schema           profiles   (profile)
 //!  raftkit status | kv ... | cluster ...  [--addr URL]          HTTP client (client)
+//!  raftkit bench cluster|http|floor ...                         benchmarks (bench)
+//!  raftkit certs DIR --servers n1,n2,n3                         TLS material (certs)
 //! ```
 
 use std::path::PathBuf;
@@ -64,6 +66,12 @@ pub enum Cmd {
         #[command(subcommand)]
         op: ClusterCmd,
     },
+    /// Benchmarks: an in-process cluster, HTTP load on running nodes, the
+    /// machine's floors.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
+    /// Generate a CA and per-server certificates for the TLS profiles.
+    Certs(crate::certs::CertsArgs),
 }
 
 /// `raftkit config ...`.
@@ -204,6 +212,8 @@ pub fn execute(command: Cmd) -> Result<(), Failure> {
         Cmd::Status { addrs } => runtime()?.block_on(crate::client::status(&addrs)),
         Cmd::Kv { addr, op } => runtime()?.block_on(crate::client::kv(&addr, op)),
         Cmd::Cluster { addr, op } => runtime()?.block_on(crate::client::cluster(&addr, op)),
+        Cmd::Bench(cmd) => crate::bench::execute(cmd),
+        Cmd::Certs(args) => crate::certs::execute(args),
     }
 }
 

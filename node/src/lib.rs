@@ -11,6 +11,8 @@
 //! It is not a general KV database: one process is one Raft server, and the
 //! whole state lives in memory (snapshotted through the storage backend).
 
+pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod http;
