@@ -429,3 +429,64 @@ async fn a_storage_failure_stops_the_node_without_acknowledging() {
         .await
         .expect("the node stops on a storage error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_answers_with_the_committed_index() {
+    let net = InmemNetwork::new(5);
+    let nodes = cluster(&net, &["a", "b", "c"], |_| {}).await;
+    let l = leader_of(&nodes).await;
+    let leader_id = NodeId::new(["a", "b", "c"][l]);
+    nodes[l]
+        .raft
+        .apply(Bytes::from("1"), T)
+        .await
+        .expect("write");
+    // The leader commits its own removal and steps down in the same step;
+    // the caller learns the change committed (HashiCorp answers the same).
+    let index = nodes[l]
+        .raft
+        .remove_server(leader_id.clone(), LogIndex::ZERO, T)
+        .await
+        .expect("removing the leader answers success once the change commits");
+    let rest: Vec<&Node> = (0..3).filter(|i| *i != l).map(|i| &nodes[i]).collect();
+    let deadline = Instant::now() + T;
+    let mut poll = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        let (at, configuration) = rest[0].raft.get_configuration().await.expect("config");
+        if at >= index {
+            assert!(
+                configuration.server(&leader_id).is_none(),
+                "{configuration:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the remaining servers never saw configuration {index:?}"
+        );
+        poll.tick().await;
+    }
+    let next = rest
+        .iter()
+        .position(|n| n.raft.state() == RaftState::Leader);
+    let next = match next {
+        Some(i) => i,
+        None => {
+            wait_until("a remaining server leads", || {
+                rest.iter().any(|n| n.raft.state() == RaftState::Leader)
+            })
+            .await;
+            rest.iter()
+                .position(|n| n.raft.state() == RaftState::Leader)
+                .expect("a leader")
+        }
+    };
+    assert_eq!(
+        rest[next]
+            .raft
+            .apply(Bytes::from("2"), T)
+            .await
+            .expect("write"),
+        3
+    );
+}

@@ -16,7 +16,7 @@ use crate::storage::{
     LogStore, SnapshotMeta, SnapshotPoint, SnapshotStore, StableStore, StorageError,
 };
 use crate::transport::{Inbound, IncomingSnapshot, SnapshotOffer, Transport};
-use crate::types::{Configuration, LogIndex, NodeId, ServerAddress, Term};
+use crate::types::{Configuration, Entry, LogIndex, NodeId, ServerAddress, Term};
 
 use super::apply::{ApplyMsg, ApplyThread, Responder};
 use super::io::{send_grouped, AddressBook, IoBatch, IoThread, Writer};
@@ -509,6 +509,11 @@ impl<R: Send + 'static> Runner<R> {
                 let _ = self.events.send(Event::HeartbeatFailed(peer));
             }
         }
+        // Callers of entries this Ready commits get their answer from the
+        // apply step, even when the same Ready steps down (a leader that
+        // commits its own removal steps down at once): take them before the
+        // events fail whatever is still pending.
+        let responders = self.committed_responders(&r.committed);
         for e in r.events {
             self.on_event(e);
         }
@@ -546,18 +551,6 @@ impl<R: Send + 'static> Runner<R> {
             self.send_to_fsm(ApplyMsg::Restore(meta));
         }
         if !r.committed.is_empty() {
-            let mut responders = Vec::new();
-            for e in &r.committed {
-                if let Some((term, responder, started)) = self.pending.remove(&e.index) {
-                    if term == e.term {
-                        metrics::histogram!("raft_commit_duration_seconds")
-                            .record(started.elapsed().as_secs_f64());
-                        responders.push((e.index, responder));
-                    } else {
-                        responder.fail(RaftError::LeadershipLost);
-                    }
-                }
-            }
             self.send_to_fsm(ApplyMsg::Entries {
                 entries: r.committed,
                 responders,
@@ -585,6 +578,24 @@ impl<R: Send + 'static> Runner<R> {
         if r.create_snapshot {
             self.send_to_fsm(ApplyMsg::Snapshot);
         }
+    }
+
+    /// Takes the callers waiting on `committed` entries out of `pending`;
+    /// one whose entry was replaced by another term's learns it was lost.
+    fn committed_responders(&mut self, committed: &[Entry]) -> Vec<(LogIndex, Responder<R>)> {
+        let mut responders = Vec::new();
+        for e in committed {
+            if let Some((term, responder, started)) = self.pending.remove(&e.index) {
+                if term == e.term {
+                    metrics::histogram!("raft_commit_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    responders.push((e.index, responder));
+                } else {
+                    responder.fail(RaftError::LeadershipLost);
+                }
+            }
+        }
+        responders
     }
 
     fn send_to_fsm(&mut self, msg: ApplyMsg<R>) {
