@@ -89,6 +89,11 @@ pub trait LogStore: Send + Sync + 'static {
     /// Returns exactly the held entries of that range, byte for byte as they
     /// were appended. Safe to call from other threads while `append` runs;
     /// a reader sees either all or none of a concurrent batch.
+    ///
+    /// The driver calls it once, at start-up, for the whole log since the
+    /// last compaction (it keeps that tail in memory while running, bounded
+    /// by the snapshot threshold and `trailing_logs`), so the result is not
+    /// capped in bytes.
     fn get(&self, from: LogIndex, to: LogIndex) -> StorageResult<Vec<Entry>>;
 
     /// Appends a batch of entries.
@@ -112,7 +117,11 @@ pub trait LogStore: Send + Sync + 'static {
     /// # Contract
     /// May remove fewer entries than asked (whole segments only, say), never
     /// more; `first_index` tells what is left. `upto` past the last entry
-    /// empties the store.
+    /// empties the store; an empty store then takes an `append` at any index
+    /// (the snapshot, not the log, remembers where the log stood).
+    /// Durable on return. A crash during the call leaves a contiguous log
+    /// ending where it ended before: the old one, the purged one, or one in
+    /// between — never a hole, and never fewer entries at the tail.
     fn purge_prefix(&self, upto: LogIndex) -> StorageResult<()>;
 
     /// Whether this store keeps everything in memory, so that its writes
