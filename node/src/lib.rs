@@ -15,6 +15,7 @@ pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod fault;
 pub mod http;
 pub mod kv;
 pub mod metrics;

@@ -20,6 +20,7 @@ use raftkit_file::{FileLogOptions, FileLogStore, FileSnapshotStore, FileStableSt
 use raftkit_memory::{MemLogStore, MemSnapshotStore, MemStableStore};
 use tokio::net::TcpListener;
 
+use crate::fault::FaultLog;
 use crate::http::Api;
 use crate::kv::{Command, KvFsm, KvReader, KvResponse};
 use crate::profile::{Loaded, Profile, StorageKind, SuffrageProfile, TransportKind};
@@ -44,7 +45,9 @@ pub async fn run(
     let _lock = lock_data_dir(&p.data_dir)?;
     let metrics = crate::metrics::install();
     let (fsm, kv) = KvFsm::new();
-    let raft = start_raft(p, fsm).await?;
+    crate::fault::warn_enabled(&p.debug);
+    let faults = crate::fault::Faults::new();
+    let raft = start_raft(p, fsm, faults.clone()).await?;
     tracing::info!(id = %p.id, http = %p.http_addr, raft = %p.raft_addr, "node started");
 
     if p.bootstrap {
@@ -86,7 +89,18 @@ pub async fn run(
         };
         let _ = stopped_tx.send(by_itself);
     };
-    let served = axum::serve(listener, crate::http::router(api))
+    let mut app = crate::http::router(api);
+    if p.debug.fault_injection {
+        app = app.merge(crate::fault::router(Arc::new(crate::fault::Control {
+            faults,
+            raft: raft.clone(),
+            clock_rate: std::sync::Mutex::new(1.0),
+        })));
+    }
+    if p.debug.unsafe_stale_linearizable_reads {
+        app = app.layer(axum::middleware::map_request(crate::fault::stale_reads));
+    }
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(either)
         .await;
     tracing::info!("HTTP stopped; shutting down raft");
@@ -197,9 +211,15 @@ fn raft_failure(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::Other(anyhow::anyhow!("{what}: {e}"))
 }
 
-async fn start_raft(p: &Profile, fsm: KvFsm) -> Result<Raft<KvResponse>, Failure> {
+async fn start_raft(
+    p: &Profile,
+    fsm: KvFsm,
+    faults: Arc<crate::fault::Faults>,
+) -> Result<Raft<KvResponse>, Failure> {
     let dir = &p.data_dir;
     let retain = p.storage.snapshot_retain;
+    // Fault injection ([debug]); without it the wrapper only passes calls on.
+    let lag = p.debug.unsafe_ack_before_fsync;
     match p.storage.kind {
         StorageKind::File => {
             let options = FileLogOptions {
@@ -211,12 +231,13 @@ async fn start_raft(p: &Profile, fsm: KvFsm) -> Result<Raft<KvResponse>, Failure
                 .map_err(|e| raft_failure("opening the stable store", e))?;
             let snaps = FileSnapshotStore::open(dir.join("snapshots"), retain)
                 .map_err(|e| raft_failure("opening the snapshot store", e))?;
-            with_transport(p, fsm, log, stable, snaps).await
+            with_transport(p, fsm, FaultLog::new(log, faults, lag), stable, snaps).await
         }
         StorageKind::Memory => {
             let snaps = MemSnapshotStore::new(retain)
                 .map_err(|e| raft_failure("creating the snapshot store", e))?;
-            with_transport(p, fsm, MemLogStore::new(), MemStableStore::new(), snaps).await
+            let log = FaultLog::new(MemLogStore::new(), faults, lag);
+            with_transport(p, fsm, log, MemStableStore::new(), snaps).await
         }
         StorageKind::Lmdb => {
             let sync = match p.storage.sync {
@@ -231,7 +252,8 @@ async fn start_raft(p: &Profile, fsm: KvFsm) -> Result<Raft<KvResponse>, Failure
                 .map_err(|e| raft_failure("opening the lmdb store", e))?;
             let snaps = FileSnapshotStore::open(dir.join("snapshots"), retain)
                 .map_err(|e| raft_failure("opening the snapshot store", e))?;
-            with_transport(p, fsm, store.log(), store.stable(), snaps).await
+            let log = FaultLog::new(store.log(), faults, lag);
+            with_transport(p, fsm, log, store.stable(), snaps).await
         }
     }
 }

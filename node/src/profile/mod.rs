@@ -75,6 +75,10 @@ pub struct Profile {
     /// `[log]`.
     #[serde(default)]
     pub log: LogProfile,
+    /// `[debug]`: fault injection and planted bugs for the chaos tests.
+    /// Hidden: absent from `config schema`, and every knob is warned at start.
+    #[serde(default, skip_serializing_if = "DebugProfile::is_off")]
+    pub debug: DebugProfile,
 }
 
 /// Which transport carries Raft messages.
@@ -351,6 +355,29 @@ pub struct LogProfile {
     pub level: LogLevel,
     /// `text` (default) or `json`.
     pub format: LogFormat,
+}
+
+/// `[debug]`: for testing the assembled system under faults. Never enable
+/// in production: the `unsafe_*` knobs make the node lie to its clients.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugProfile {
+    /// Serves `GET|POST /debug/fault` (disk faults, clock rate).
+    pub fault_injection: bool,
+    /// Planted bug: `consistency=linearizable` reads are answered from the
+    /// local state machine, without ReadIndex.
+    pub unsafe_stale_linearizable_reads: bool,
+    /// Planted bug: log appends are acknowledged at once and written out up
+    /// to this long afterwards (a SIGKILL loses them). `0s` = off.
+    #[serde(with = "humantime_serde")]
+    pub unsafe_ack_before_fsync: Duration,
+}
+
+impl DebugProfile {
+    /// True when no knob is on.
+    pub fn is_off(&self) -> bool {
+        *self == DebugProfile::default()
+    }
 }
 
 /// Values given as command-line flags; they override files and environment.

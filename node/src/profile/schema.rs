@@ -31,6 +31,7 @@ pub fn example() -> Profile {
         },
         http: HttpProfile::default(),
         log: LogProfile::default(),
+        debug: super::DebugProfile::default(),
     }
 }
 

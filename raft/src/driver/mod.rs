@@ -105,6 +105,9 @@ pub(crate) enum Api<R> {
     Stats {
         reply: Reply<Stats>,
     },
+    ClockRate {
+        rate: f64,
+    },
 }
 
 /// A typed view of the server's state (HashiCorp's `Stats()`).
@@ -311,6 +314,23 @@ impl<R: Send + 'static> Raft<R> {
             None,
         )
         .await
+    }
+
+    /// Fault injection only: makes this server's timers run `rate` times as
+    /// fast as real time (0.5 = slow, 2.0 = fast; 1.0 restores), as if its
+    /// clock drifted. The core counts ticks, so only the tick timer changes.
+    #[doc(hidden)]
+    pub async fn set_clock_rate(&self, rate: f64) -> Result<(), RaftError> {
+        if !(rate.is_finite() && (0.01..=100.0).contains(&rate)) {
+            return Err(RaftError::Invalid(format!(
+                "clock rate must be within 0.01..=100, got {rate}"
+            )));
+        }
+        self.inner
+            .api
+            .send(Api::ClockRate { rate })
+            .await
+            .map_err(|_| RaftError::Shutdown)
     }
 
     /// Adds a voter, or promotes a non-voter (HashiCorp's `AddVoter`).

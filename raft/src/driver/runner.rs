@@ -137,6 +137,7 @@ pub(crate) async fn start<F: Fsm>(
         transfer_waiters: Vec::new(),
         tasks: JoinSet::new(),
         failed: None,
+        clock_rate: None,
     };
     Ok(tokio::spawn(runner.run(
         api,
@@ -210,6 +211,8 @@ struct Runner<R> {
     transfer_waiters: Vec<(NodeId, Reply<NodeId>)>,
     tasks: JoinSet<()>,
     failed: Option<RaftError>,
+    /// A tick-rate change asked for by fault injection, not yet applied.
+    clock_rate: Option<f64>,
 }
 
 /// Most inputs taken from one source before the core is asked for a Ready:
@@ -260,6 +263,11 @@ impl<R: Send + 'static> Runner<R> {
             }
             if self.failed.is_some() {
                 break;
+            }
+            if let Some(rate) = self.clock_rate.take() {
+                tracing::warn!(rate, "fault injection: timers now run at {rate}x real time");
+                ticker = tokio::time::interval(self.cfg.tick_interval().div_f64(rate));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             self.process_ready();
         }
@@ -319,6 +327,7 @@ impl<R: Send + 'static> Runner<R> {
 
     fn handle_api(&mut self, req: Api<R>) {
         match req {
+            Api::ClockRate { rate } => self.clock_rate = Some(rate),
             Api::Apply { data, reply } => match self.core.propose(data) {
                 Ok(index) => {
                     self.pending.insert(
