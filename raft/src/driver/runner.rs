@@ -623,8 +623,16 @@ impl<R: Send + 'static> Runner<R> {
                 }
                 if *state != RaftState::Leader {
                     // Entries in flight may still commit under the next
-                    // leader: their outcome is unknown.
-                    self.fail_pending(RaftError::LeadershipLost);
+                    // leader: their outcome is unknown. Entries this leader
+                    // already committed (a quorum holds them; its own write
+                    // may still be under way, as when the quorum of a
+                    // configuration that removes it is the others) are
+                    // answered when they come out committed.
+                    let committed = self.core.status().commit_index;
+                    let unknown = self.pending.split_off(&committed.next());
+                    for (_, (_, responder, _)) in unknown {
+                        responder.fail(RaftError::LeadershipLost);
+                    }
                 }
             }
             Event::LeaderChanged(leader) => {
