@@ -9,6 +9,16 @@
 //! A transport never decodes or interprets messages beyond what
 //! [`crate::wire`] does, and never waits for a reply before sending the next
 //! batch (pipelining is the core's business).
+//!
+//! The submodules hold what the network transports share: [`errors`] (the
+//! `raft_transport_errors_total{kind}` labels), [`link`] (per-peer queues,
+//! backoff, batching into frames), [`inbound`] (reading and checking frames)
+//! and [`chunks`] (snapshot data in chunks).
+
+pub mod chunks;
+pub mod errors;
+pub mod inbound;
+pub mod link;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -17,6 +17,9 @@
 
 pub mod stream;
 
+#[cfg(test)]
+mod proptests;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +76,21 @@ impl Frame {
             Frame::SnapshotOffer(_) => 3,
             Frame::SnapshotChunk { .. } => 4,
             Frame::SnapshotReceived => 5,
+        }
+    }
+
+    /// The frame's variant name, for log lines.
+    ///
+    /// ```
+    /// assert_eq!(raftkit::wire::Frame::SnapshotReceived.name(), "SnapshotReceived");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::Messages(_) => "Messages",
+            Frame::SnapshotOffer(_) => "SnapshotOffer",
+            Frame::SnapshotChunk { .. } => "SnapshotChunk",
+            Frame::SnapshotReceived => "SnapshotReceived",
         }
     }
 }
@@ -132,7 +150,14 @@ pub enum WireError {
 /// assert!(decode_frame(ClusterId(8), &bytes).is_err());
 /// ```
 pub fn encode_frame(cluster: ClusterId, frame: &Frame) -> Bytes {
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + 64);
+    encode_frame_with_capacity(cluster, frame, HEADER_LEN + 64)
+}
+
+/// [`encode_frame`] into a buffer of `capacity` bytes to start with: with
+/// the frame's exact length (from [`messages_frame_len`], say) the body is
+/// written without growing (and copying) the buffer.
+pub fn encode_frame_with_capacity(cluster: ClusterId, frame: &Frame, capacity: usize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(capacity.max(HEADER_LEN));
     buf.put_slice(&MAGIC);
     buf.put_u8(WIRE_VERSION);
     buf.put_u8(frame.kind());
@@ -180,6 +205,48 @@ pub fn decode_frame(cluster: ClusterId, buf: &[u8]) -> Result<Frame, WireError> 
         return Err(WireError::KindMismatch(kind));
     }
     Ok(frame)
+}
+
+/// The bytes `msg` takes inside a `Messages` frame.
+///
+/// ```
+/// use raftkit::wire::{encode_frame, message_len, messages_frame_len, ClusterId, Frame};
+/// use raftkit::{Message, MessageBody, ServerAddress, Term};
+/// let msg = Message {
+///     from: "a".into(),
+///     from_addr: ServerAddress::new("127.0.0.1:7000"),
+///     to: "b".into(),
+///     term: Term(3),
+///     body: MessageBody::TimeoutNow,
+/// };
+/// let msgs = vec![msg; 3];
+/// let body: usize = msgs.iter().map(message_len).sum();
+/// let frame = encode_frame(ClusterId(1), &Frame::Messages(msgs));
+/// assert_eq!(frame.len(), messages_frame_len(3, body));
+/// ```
+pub fn message_len(msg: &Message) -> usize {
+    let size = postcard::ser_flavors::Size::default();
+    match postcard::serialize_with_flavor::<Message, _, usize>(msg, size) {
+        Ok(n) => n,
+        Err(e) => unreachable!("postcard size count failed: {e}"),
+    }
+}
+
+/// The length of an encoded `Messages` frame of `count` messages whose
+/// [`message_len`]s add up to `body` (its header and framing included).
+pub fn messages_frame_len(count: usize, body: usize) -> usize {
+    // The variant index (1: one varint byte) and the sequence length.
+    HEADER_LEN + 1 + varint_len(count as u64) + body
+}
+
+/// The bytes of a postcard (LEB128) varint.
+fn varint_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
 }
 
 /// Encodes a log entry for storage.

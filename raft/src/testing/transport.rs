@@ -35,6 +35,8 @@ use crate::storage::{SnapshotId, SnapshotMeta};
 use crate::transport::{SnapshotOffer, Transport};
 use crate::types::{Configuration, LogIndex, NodeId, ServerAddress, Term};
 
+pub mod bench;
+pub mod certs;
 mod checks;
 mod snapshot;
 mod support;

@@ -40,6 +40,9 @@ pub enum CodecError {
 pub struct FrameCodec {
     inner: LengthDelimitedCodec,
     max: usize,
+    /// The inner codec has taken a length prefix off the buffer and waits
+    /// for the rest of that frame.
+    inside_frame: bool,
 }
 
 impl FrameCodec {
@@ -52,6 +55,7 @@ impl FrameCodec {
         FrameCodec {
             inner,
             max: max_frame_bytes,
+            inside_frame: false,
         }
     }
 
@@ -71,13 +75,27 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        self.inner.decode(src).map_err(|e| self.map(e))
+        let before = src.len();
+        match self.inner.decode(src).map_err(|e| self.map(e))? {
+            Some(frame) => {
+                self.inside_frame = false;
+                Ok(Some(frame))
+            }
+            None => {
+                // The inner codec consumes a frame's length prefix as soon
+                // as it has it, before the frame's bytes arrive.
+                if src.len() < before {
+                    self.inside_frame = true;
+                }
+                Ok(None)
+            }
+        }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
         match self.decode(src)? {
             Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() => Ok(None),
+            None if src.is_empty() && !self.inside_frame => Ok(None),
             None => Err(CodecError::Truncated {
                 buffered: src.len(),
             }),
@@ -121,6 +139,17 @@ mod tests {
         assert!(matches!(
             codec.decode_eof(&mut buf),
             Err(CodecError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn stream_ending_right_after_a_length_prefix_is_truncated() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0, 0, 0, 1][..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(CodecError::Truncated { buffered: 0 })
         ));
     }
 

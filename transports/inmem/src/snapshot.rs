@@ -1,12 +1,8 @@
 //! Snapshot streams: chunks through their own channel, never behind messages.
 
-use std::io::{self, Read};
-
-use bytes::{Bytes, BytesMut};
+use raftkit::transport::chunks::spawn_reader;
 use raftkit::transport::IncomingSnapshot;
-use raftkit::{
-    Inbound, NodeId, Peer, SnapshotChunk, SnapshotOffer, SnapshotReader, TransportError,
-};
+use raftkit::{Inbound, NodeId, Peer, SnapshotOffer, SnapshotReader, TransportError};
 use tokio::sync::{mpsc, watch};
 
 use crate::endpoint::unreachable;
@@ -37,10 +33,7 @@ pub(crate) async fn stream(
         _ = sender_closed.wait_for(|c| *c) => return Err(TransportError::Shutdown),
     }
 
-    // The reader is synchronous and may block: read it on a blocking thread.
-    let (read_tx, mut read_rx) = mpsc::channel(2);
-    let chunk_bytes = config.snapshot_chunk_bytes.max(1);
-    tokio::task::spawn_blocking(move || read_chunks(data, chunk_bytes, &read_tx));
+    let mut read_rx = spawn_reader(data, config.snapshot_chunk_bytes);
     while let Some(chunk) = read_rx.recv().await {
         let chunk = chunk.map_err(|source| TransportError::Io {
             context: "reading snapshot data".to_owned(),
@@ -58,67 +51,4 @@ pub(crate) async fn stream(
         }
     }
     Ok(())
-}
-
-/// Reads `data` into chunks of `chunk_bytes`, marking the last one `done`
-/// (an empty snapshot is one empty `done` chunk). Stops early when the
-/// receiving side goes away.
-fn read_chunks(
-    mut data: SnapshotReader,
-    chunk_bytes: usize,
-    out: &mpsc::Sender<io::Result<SnapshotChunk>>,
-) {
-    let mut offset = 0u64;
-    let mut pending: Option<Bytes> = None;
-    loop {
-        let buf = match fill(&mut data, chunk_bytes) {
-            Ok(buf) => buf,
-            Err(e) => {
-                let _ = out.blocking_send(Err(e));
-                return;
-            }
-        };
-        let eof = buf.len() < chunk_bytes;
-        if let Some(prev) = pending.take() {
-            let done = buf.is_empty();
-            let len = prev.len() as u64;
-            if out
-                .blocking_send(Ok(SnapshotChunk {
-                    offset,
-                    data: prev,
-                    done,
-                }))
-                .is_err()
-                || done
-            {
-                return;
-            }
-            offset += len;
-        }
-        if eof {
-            let _ = out.blocking_send(Ok(SnapshotChunk {
-                offset,
-                data: buf,
-                done: true,
-            }));
-            return;
-        }
-        pending = Some(buf);
-    }
-}
-
-/// Reads up to `n` bytes, fewer only at the end of the data.
-fn fill(data: &mut SnapshotReader, n: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(n);
-    let mut len = 0;
-    while len < n {
-        match data.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(k) => len += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
-    Ok(buf.freeze())
 }

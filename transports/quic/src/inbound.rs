@@ -10,20 +10,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use raftkit::transport::IncomingSnapshot;
-use raftkit::wire::{decode_frame, encode_frame, Frame};
-use raftkit::{Inbound, NodeId, SnapshotChunk, SnapshotOffer};
+use bytes::Bytes;
+use raftkit::transport::errors::{ConnError, ErrorKind};
+use raftkit::transport::inbound::{MessageSlot, Next, Receiver};
+use raftkit::wire::stream::FrameCodec;
+use raftkit::wire::{encode_frame, Frame};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
-use tokio_util::sync::CancellationToken;
 
-use crate::codec::FrameCodec;
-use crate::errors::{ConnError, ErrorKind};
 use crate::transport::{Shared, CLOSE_PROTOCOL, CLOSE_SHUTDOWN};
 
 type Frames = FramedRead<quinn::RecvStream, FrameCodec>;
@@ -114,24 +109,19 @@ async fn serve_stream(
     let Some(inbound) = shared.inbound_sender() else {
         return;
     };
-    // Dropped when this task ends, which tells a newer message stream from
-    // the same peer that nothing more comes from this one.
-    let (_done, done) = watch::channel(());
-    let slot = MessageSlot {
-        cancel: CancellationToken::new(),
-        done,
-    };
-    let superseded = slot.cancel.clone();
+    let (slot, _guard, superseded) = MessageSlot::new();
     let mut frames = FramedRead::new(recv, FrameCodec::new(shared.config.max_frame_bytes));
-    let stream = Stream {
-        shared: &shared,
-        cert: &cert,
+    let receiver = Receiver {
+        cluster: shared.config.cluster,
+        local: &shared.id,
         inbound: &inbound,
+        slots: &shared.message_slots,
+        chunks_buffered: shared.config.snapshot_chunks_buffered,
     };
     let result = tokio::select! {
         _ = shared.cancel.cancelled() => Ok(()),
         _ = superseded.cancelled() => Ok(()),
-        r = stream.serve(&mut frames, send, slot) => r,
+        r = serve_frames(&receiver, &cert, &mut frames, send, slot) => r,
     };
     if let Err(e) = result {
         shared.errors.record(e.kind);
@@ -144,202 +134,49 @@ async fn serve_stream(
     }
 }
 
-/// A stream's claim to be its peer's message stream.
-///
-/// A sender opens a new message stream only after giving up the old one,
-/// but frames of the old one (on an old connection, say) may still wait
-/// in this server's buffers. So that they never arrive after the new
-/// stream's messages (order per peer), the first `Messages` frame on a new
-/// stream stops the old stream's task and waits for it to end: its
-/// leftovers are lost, which the contract allows, but never reordered.
-#[derive(Debug)]
-pub(crate) struct MessageSlot {
-    cancel: CancellationToken,
-    done: watch::Receiver<()>,
+async fn serve_frames(
+    receiver: &Receiver<'_>,
+    cert: &CertificateDer<'static>,
+    frames: &mut Frames,
+    send: Option<quinn::SendStream>,
+    slot: MessageSlot,
+) -> Result<(), ConnError> {
+    let Some(from) = receiver.hello(frames).await? else {
+        return Ok(());
+    };
+    if !crate::tls::cert_names(cert, &from) {
+        return Err(ConnError::new(
+            ErrorKind::IdentityMismatch,
+            format!("Hello claims {from}, but its TLS certificate does not name it"),
+        ));
+    }
+    let mut slot = Some(slot);
+    let Next::Snapshot(offer) = receiver.messages(frames, &from, &mut slot).await? else {
+        return Ok(());
+    };
+    let Some(mut ack) = send else {
+        return Err(ConnError::new(
+            ErrorKind::UnexpectedFrame,
+            "SnapshotOffer on a one-way stream",
+        ));
+    };
+    if receiver.snapshot(frames, offer).await? {
+        acknowledge(receiver, &mut ack).await?;
+    }
+    Ok(())
 }
 
-/// How long a new message stream waits for its predecessor to stop.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-
-/// What serving one stream needs.
-struct Stream<'a> {
-    shared: &'a Shared,
-    cert: &'a CertificateDer<'static>,
-    inbound: &'a mpsc::Sender<Inbound>,
-}
-
-impl Stream<'_> {
-    async fn serve(
-        &self,
-        frames: &mut Frames,
-        send: Option<quinn::SendStream>,
-        slot: MessageSlot,
-    ) -> Result<(), ConnError> {
-        let mut slot = Some(slot);
-        let from = match self.next_frame(frames).await? {
-            None => return Ok(()),
-            Some(Frame::Hello { from }) => from,
-            Some(other) => {
-                return Err(ConnError::new(
-                    ErrorKind::UnexpectedFrame,
-                    format!("first frame is {}, not Hello", frame_name(&other)),
-                ))
-            }
-        };
-        if !crate::tls::cert_names(self.cert, &from) {
-            return Err(ConnError::new(
-                ErrorKind::IdentityMismatch,
-                format!("Hello claims {from}, but its TLS certificate does not name it"),
-            ));
-        }
-        let mut send = send;
-        while let Some(frame) = self.next_frame(frames).await? {
-            match frame {
-                Frame::Messages(msgs) => {
-                    if let Some(slot) = slot.take() {
-                        self.take_over(&from, slot).await;
-                    }
-                    for msg in msgs {
-                        if msg.from != from {
-                            return Err(spoofed(&from, &msg.from));
-                        }
-                        if msg.to != self.shared.id {
-                            return Err(ConnError::new(
-                                ErrorKind::Misaddressed,
-                                format!("message for {} reached {}", msg.to, self.shared.id),
-                            ));
-                        }
-                        if self.inbound.send(Inbound::Message(msg)).await.is_err() {
-                            return Ok(()); // The driver dropped the stream.
-                        }
-                    }
-                }
-                Frame::SnapshotOffer(offer) => {
-                    if offer.from != from {
-                        return Err(spoofed(&from, &offer.from));
-                    }
-                    let Some(ack) = send.take() else {
-                        return Err(ConnError::new(
-                            ErrorKind::UnexpectedFrame,
-                            "SnapshotOffer on a one-way stream",
-                        ));
-                    };
-                    return self.receive_snapshot(frames, ack, offer).await;
-                }
-                other => {
-                    return Err(ConnError::new(
-                        ErrorKind::UnexpectedFrame,
-                        format!("unexpected {} from {from}", frame_name(&other)),
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes `slot` the message stream of `from`, stopping the previous one.
-    async fn take_over(&self, from: &NodeId, slot: MessageSlot) {
-        let previous = self.shared.claim_message_slot(from, slot);
-        if let Some(mut previous) = previous {
-            previous.cancel.cancel();
-            // `changed` fails once the old task has dropped its sender, i.e. ended.
-            let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.done.changed()).await;
-        }
-    }
-
-    /// Forwards one snapshot stream's chunks, checking their order, and
-    /// acknowledges it once the last chunk is handed over.
-    async fn receive_snapshot(
-        &self,
-        frames: &mut Frames,
-        mut ack: quinn::SendStream,
-        offer: SnapshotOffer,
-    ) -> Result<(), ConnError> {
-        let size = offer.meta.size;
-        let (tx, chunks) = mpsc::channel(self.shared.config.snapshot_chunks_buffered);
-        if self
-            .inbound
-            .send(Inbound::Snapshot(IncomingSnapshot { offer, chunks }))
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
-        let mut expected = 0u64;
-        loop {
-            let Some(frame) = self.next_frame(frames).await? else {
-                // The sender gave up; dropping `tx` tells the receiver the
-                // stream was aborted (no `done` chunk).
-                return Ok(());
-            };
-            let Frame::SnapshotChunk { offset, data, done } = frame else {
-                return Err(ConnError::new(
-                    ErrorKind::UnexpectedFrame,
-                    format!("{} inside a snapshot stream", frame_name(&frame)),
-                ));
-            };
-            if offset != expected {
-                return Err(ConnError::new(
-                    ErrorKind::SnapshotStream,
-                    format!("snapshot chunk at offset {offset}, expected {expected}"),
-                ));
-            }
-            expected += data.len() as u64;
-            if expected > size || (done && expected != size) {
-                return Err(ConnError::new(
-                    ErrorKind::SnapshotStream,
-                    format!(
-                        "snapshot stream of {expected} bytes (done: {done}) for an offer of {size}"
-                    ),
-                ));
-            }
-            if tx.send(SnapshotChunk { offset, data, done }).await.is_err() {
-                return Ok(()); // The driver discarded the snapshot; closing tells the sender.
-            }
-            if done {
-                return self.acknowledge(&mut ack).await;
-            }
-        }
-    }
-
-    async fn acknowledge(&self, ack: &mut quinn::SendStream) -> Result<(), ConnError> {
-        let frame = encode_frame(self.shared.config.cluster, &Frame::SnapshotReceived);
-        let len = Bytes::copy_from_slice(&(frame.len() as u32).to_be_bytes());
-        let io = |e: &dyn std::fmt::Display| {
-            ConnError::new(ErrorKind::Io, format!("sending SnapshotReceived: {e}"))
-        };
-        ack.write_all_chunks(&mut [len, frame])
-            .await
-            .map_err(|e| io(&e))?;
-        ack.finish().map_err(|e| io(&e))
-    }
-
-    async fn next_frame(&self, frames: &mut Frames) -> Result<Option<Frame>, ConnError> {
-        match frames.next().await {
-            None => Ok(None),
-            Some(Err(e)) => Err(e.into()),
-            Some(Ok(bytes)) => decode(self.shared, &bytes).map(Some),
-        }
-    }
-}
-
-fn decode(shared: &Shared, bytes: &BytesMut) -> Result<Frame, ConnError> {
-    Ok(decode_frame(shared.config.cluster, bytes)?)
-}
-
-fn spoofed(hello: &NodeId, claimed: &NodeId) -> ConnError {
-    ConnError::new(
-        ErrorKind::SpoofedSender,
-        format!("{hello} said Hello but sent as {claimed}"),
-    )
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello { .. } => "Hello",
-        Frame::Messages(_) => "Messages",
-        Frame::SnapshotOffer(_) => "SnapshotOffer",
-        Frame::SnapshotChunk { .. } => "SnapshotChunk",
-        Frame::SnapshotReceived => "SnapshotReceived",
-    }
+async fn acknowledge(
+    receiver: &Receiver<'_>,
+    ack: &mut quinn::SendStream,
+) -> Result<(), ConnError> {
+    let frame = encode_frame(receiver.cluster, &Frame::SnapshotReceived);
+    let len = Bytes::copy_from_slice(&(frame.len() as u32).to_be_bytes());
+    let io = |e: &dyn std::fmt::Display| {
+        ConnError::new(ErrorKind::Io, format!("sending SnapshotReceived: {e}"))
+    };
+    ack.write_all_chunks(&mut [len, frame])
+        .await
+        .map_err(|e| io(&e))?;
+    ack.finish().map_err(|e| io(&e))
 }

@@ -127,9 +127,7 @@
 //! ```
 
 mod certs;
-mod codec;
 mod config;
-mod errors;
 mod inbound;
 mod outbound;
 mod snapshot;
@@ -138,6 +136,8 @@ mod transport;
 
 pub use certs::{CertError, ClusterCa};
 pub use config::{QuicConfig, QuicConfigError, TlsFiles};
-pub use errors::{ErrorKind, BYTES_SENT_METRIC, ERRORS_METRIC, MESSAGES_SENT_METRIC};
+pub use raftkit::transport::errors::{
+    ErrorKind, BYTES_SENT_METRIC, ERRORS_METRIC, MESSAGES_SENT_METRIC,
+};
 pub use tls::TlsError;
 pub use transport::{BindError, QuicTransport};

@@ -6,17 +6,16 @@
 //!                                                        ◀── SnapshotReceived
 //! ```
 
-use std::io::{self, Read};
-
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
+use raftkit::transport::chunks::spawn_reader;
+use raftkit::transport::errors::BYTES_SENT_METRIC;
+use raftkit::wire::stream::FrameCodec;
 use raftkit::wire::{decode_frame, encode_frame, Frame};
 use raftkit::{Peer, SnapshotChunk, SnapshotOffer, SnapshotReader, TransportError};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 
-use crate::codec::FrameCodec;
 use crate::outbound::write_frames;
 use crate::transport::{connect, Shared};
 
@@ -47,10 +46,7 @@ pub(crate) async fn send(
     ];
     write(shared, &mut stream, head).await?;
 
-    // The reader is synchronous and may block: read it on a blocking thread.
-    let (tx, mut chunks) = mpsc::channel(2);
-    let chunk_bytes = shared.config.snapshot_chunk_bytes;
-    tokio::task::spawn_blocking(move || read_chunks(data, chunk_bytes, &tx));
+    let mut chunks = spawn_reader(data, shared.config.snapshot_chunk_bytes);
     while let Some(chunk) = chunks.recv().await {
         let SnapshotChunk { offset, data, done } = chunk.map_err(|source| TransportError::Io {
             context: "reading snapshot data".to_owned(),
@@ -92,7 +88,7 @@ async fn write(
     frames: Vec<Bytes>,
 ) -> Result<(), TransportError> {
     let bytes = write_frames(shared, stream, frames).await?;
-    metrics::counter!(crate::BYTES_SENT_METRIC, "kind" => "snapshot").increment(bytes as u64);
+    metrics::counter!(BYTES_SENT_METRIC, "kind" => "snapshot").increment(bytes as u64);
     Ok(())
 }
 
@@ -101,67 +97,4 @@ fn unreachable(to: &Peer, reason: &str) -> TransportError {
         peer: to.id.clone(),
         reason: reason.to_owned(),
     }
-}
-
-/// Reads `data` into chunks of `chunk_bytes`, marking the last one `done`
-/// (an empty snapshot is one empty `done` chunk). Stops early when the
-/// sending task goes away.
-fn read_chunks(
-    mut data: SnapshotReader,
-    chunk_bytes: usize,
-    out: &mpsc::Sender<io::Result<SnapshotChunk>>,
-) {
-    let mut offset = 0u64;
-    let mut pending: Option<Bytes> = None;
-    loop {
-        let buf = match fill(&mut data, chunk_bytes) {
-            Ok(buf) => buf,
-            Err(e) => {
-                let _ = out.blocking_send(Err(e));
-                return;
-            }
-        };
-        let eof = buf.len() < chunk_bytes;
-        if let Some(prev) = pending.take() {
-            let done = buf.is_empty();
-            let len = prev.len() as u64;
-            if out
-                .blocking_send(Ok(SnapshotChunk {
-                    offset,
-                    data: prev,
-                    done,
-                }))
-                .is_err()
-                || done
-            {
-                return;
-            }
-            offset += len;
-        }
-        if eof {
-            let _ = out.blocking_send(Ok(SnapshotChunk {
-                offset,
-                data: buf,
-                done: true,
-            }));
-            return;
-        }
-        pending = Some(buf);
-    }
-}
-
-/// Reads up to `n` bytes, fewer only at the end of the data.
-fn fill(data: &mut SnapshotReader, n: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(n);
-    let mut len = 0;
-    while len < n {
-        match data.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(k) => len += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
-    Ok(buf.freeze())
 }

@@ -16,9 +16,11 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::errors::{ErrorCounts, ErrorKind};
-use crate::inbound::MessageSlot;
-use crate::outbound::{spawn_link, Link};
+use raftkit::transport::errors::{ErrorCounts, ErrorKind};
+use raftkit::transport::inbound::MessageSlots;
+use raftkit::transport::link::Links;
+
+use crate::outbound::spawn_link;
 use crate::tls::Crypto;
 use crate::{QuicConfig, QuicConfigError, TlsError};
 
@@ -76,12 +78,12 @@ pub(crate) struct Shared {
     inbound_rx: Mutex<Option<InboundStream>>,
     /// Outbound links by peer id and address: a new server at an old
     /// address gets a link of its own (TLS checks the id).
-    links: Mutex<HashMap<Peer, Link>>,
+    links: Links,
     /// The connection this server dialled to each peer, shared by the
     /// message link and snapshot streams.
     connections: Mutex<HashMap<Peer, quinn::Connection>>,
     /// Each peer's current inbound message stream.
-    message_slots: Mutex<HashMap<NodeId, MessageSlot>>,
+    pub(crate) message_slots: MessageSlots,
 }
 
 impl QuicTransport {
@@ -147,9 +149,9 @@ impl QuicTransport {
             is_shut: AtomicBool::new(false),
             inbound_tx: Mutex::new(Some(inbound_tx)),
             inbound_rx: Mutex::new(Some(inbound_rx)),
-            links: Mutex::new(HashMap::new()),
+            links: Links::default(),
             connections: Mutex::new(HashMap::new()),
-            message_slots: Mutex::new(HashMap::new()),
+            message_slots: MessageSlots::default(),
         });
         shared
             .tracker
@@ -196,34 +198,12 @@ impl QuicTransport {
     pub fn error_count(&self, kind: ErrorKind) -> u64 {
         self.shared.errors.get(kind)
     }
-
-    fn link(&self, to: &Peer) -> (mpsc::Sender<Vec<Message>>, Arc<crate::outbound::LinkState>) {
-        let mut links = lock(&self.shared.links);
-        if let Some(link) = links.get(to) {
-            if !link.queue.is_closed() {
-                return (link.queue.clone(), link.state.clone());
-            }
-        }
-        let link = spawn_link(&self.shared, to.clone());
-        let handle = (link.queue.clone(), link.state.clone());
-        links.insert(to.clone(), link);
-        handle
-    }
 }
 
 impl Shared {
     /// A sender into the inbound stream, or `None` after shutdown.
     pub(crate) fn inbound_sender(&self) -> Option<mpsc::Sender<Inbound>> {
         lock(&self.inbound_tx).clone()
-    }
-
-    /// Records `slot` as `from`'s message stream, returning the previous one.
-    pub(crate) fn claim_message_slot(
-        &self,
-        from: &NodeId,
-        slot: MessageSlot,
-    ) -> Option<MessageSlot> {
-        lock(&self.message_slots).insert(from.clone(), slot)
     }
 
     /// Forgets `conn` as the connection to `peer` (if it still is), so the
@@ -241,7 +221,7 @@ impl Shared {
     fn close(&self) {
         self.is_shut.store(true, Ordering::Release);
         self.cancel.cancel();
-        lock(&self.links).clear();
+        self.links.clear();
         lock(&self.connections).clear();
         lock(&self.inbound_tx).take();
         lock(&self.inbound_rx).take();
@@ -264,37 +244,20 @@ impl Transport for QuicTransport {
         if self.shared.is_shut.load(Ordering::Acquire) {
             return Err(TransportError::Shutdown);
         }
-        if msgs.is_empty() {
-            return Ok(());
+        let shared = &self.shared;
+        let sent = shared
+            .links
+            .send(to, msgs, shared.config.max_frame_bytes, |peer| {
+                spawn_link(shared, peer.clone())
+            });
+        if let Err(TransportError::Wire(e)) = &sent {
+            shared.errors.record(ErrorKind::OversizedMessage);
+            tracing::warn!(peer = %to.id, "refusing to send: {e}");
         }
-        let mut msgs = msgs;
-        // A link closes itself when idle; a send racing with that finds its
-        // queue closed and starts a new link (once).
-        for _ in 0..2 {
-            let (queue, state) = self.link(to);
-            if let Some(reason) = state.refuse() {
-                return Err(TransportError::Unreachable {
-                    peer: to.id.clone(),
-                    reason,
-                });
-            }
-            match queue.try_send(msgs) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Err(TransportError::Backpressure(to.id.clone()))
-                }
-                Err(mpsc::error::TrySendError::Closed(back)) => {
-                    if self.shared.is_shut.load(Ordering::Acquire) {
-                        return Err(TransportError::Shutdown);
-                    }
-                    msgs = back;
-                }
-            }
+        if sent.is_err() && shared.is_shut.load(Ordering::Acquire) {
+            return Err(TransportError::Shutdown);
         }
-        Err(TransportError::Unreachable {
-            peer: to.id.clone(),
-            reason: "link restarting".to_owned(),
-        })
+        sent
     }
 
     fn send_snapshot(

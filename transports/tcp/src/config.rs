@@ -26,8 +26,16 @@ pub struct TcpConfig {
     /// Default 1024: with the driver's batches of up to 64 messages that is
     /// 65 536 messages waiting for one slow peer.
     pub send_queue_batches: usize,
-    /// The most messages written in one `Messages` frame. Default 1024.
+    /// The most messages the link takes from its queue for one write.
+    /// Default 1024. A write also stops taking at `max_frame_bytes` of
+    /// messages, so a backlog of large appends never becomes one huge write.
     pub batch_max_messages: usize,
+    /// The most bytes in one `Messages` frame (at most `max_frame_bytes`; a
+    /// single larger message gets a frame of its own). Default 1 MiB: one
+    /// header and decode call per many messages, yet the receiver starts
+    /// decoding while the rest of a write is still in flight, and a 64 MiB
+    /// burst of appends never builds one 64 MiB frame.
+    pub batch_max_bytes: usize,
     /// Inbound items buffered before the connections stop reading (TCP flow
     /// control then slows the senders). Default 4096.
     pub inbound_capacity: usize,
@@ -69,6 +77,7 @@ impl Default for TcpConfig {
             max_frame_bytes: 16 << 20,
             send_queue_batches: 1024,
             batch_max_messages: 1024,
+            batch_max_bytes: 1 << 20,
             inbound_capacity: 4096,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunks_buffered: 4,
@@ -121,12 +130,22 @@ pub enum TcpConfigError {
 }
 
 impl TcpConfig {
+    /// The link's batching limits.
+    pub(crate) fn batch_limits(&self) -> raftkit::transport::link::BatchLimits {
+        raftkit::transport::link::BatchLimits {
+            max_messages: self.batch_max_messages,
+            max_batch_bytes: self.batch_max_bytes.min(self.max_frame_bytes),
+            max_frame_bytes: self.max_frame_bytes,
+        }
+    }
+
     /// Checks the settings, returning them unchanged when they can work.
     pub fn validate(self) -> Result<TcpConfig, TcpConfigError> {
         for (field, value) in [
             ("max_frame_bytes", self.max_frame_bytes),
             ("send_queue_batches", self.send_queue_batches),
             ("batch_max_messages", self.batch_max_messages),
+            ("batch_max_bytes", self.batch_max_bytes),
             ("inbound_capacity", self.inbound_capacity),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
             ("snapshot_chunks_buffered", self.snapshot_chunks_buffered),

@@ -6,26 +6,24 @@
 //!                                         SnapshotChunk* ─▶ chunk channel ─▶ SnapshotReceived
 //!  any bad frame: warn, count raft_transport_errors_total{kind}, close this connection only
 //! ```
+//!
+//! Reading and checking frames is [`raftkit::transport::inbound`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
-use raftkit::transport::IncomingSnapshot;
-use raftkit::wire::{decode_frame, encode_frame, Frame};
-use raftkit::{Inbound, NodeId, SnapshotChunk, SnapshotOffer};
+use futures_util::SinkExt;
+use raftkit::transport::errors::{ConnError, ErrorKind};
+use raftkit::transport::inbound::{MessageSlot, Next, Receiver};
+use raftkit::wire::stream::FrameCodec;
+use raftkit::wire::{encode_frame, Frame};
+use raftkit::{Inbound, NodeId};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
-use crate::codec::FrameCodec;
-use crate::errors::{ConnError, ErrorKind};
 use crate::transport::{Shared, Stream};
-
-type Conn = Framed<Stream, FrameCodec>;
 
 /// Accepts connections until shutdown.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -59,14 +57,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr) {
     let Some(inbound) = shared.inbound_sender() else {
         return;
     };
-    // Dropped when this task ends, which tells a newer connection from the
-    // same peer that nothing more comes from this one.
-    let (_done, done) = watch::channel(());
-    let slot = MessageSlot {
-        cancel: CancellationToken::new(),
-        done,
-    };
-    let superseded = slot.cancel.clone();
+    let (slot, _guard, superseded) = MessageSlot::new();
     let result = tokio::select! {
         _ = shared.cancel.cancelled() => Ok(()),
         _ = superseded.cancelled() => Ok(()),
@@ -90,33 +81,34 @@ async fn handshake_and_serve(
 ) -> Result<(), ConnError> {
     let (stream, identity) = accept_stream(shared, tcp).await?;
     let mut conn = Framed::new(stream, FrameCodec::new(shared.config.max_frame_bytes));
-    serve_frames(shared, &mut conn, &identity, inbound, slot).await
-}
-
-/// A connection's claim to be its peer's message connection.
-///
-/// A sender opens a new message connection only after giving up the old
-/// one, but frames of the old one may still wait in this server's buffers.
-/// So that they never arrive after the new connection's messages (order per
-/// peer), the first `Messages` frame on a new connection stops the old
-/// connection's task and waits for it to end: its leftovers are lost, which
-/// the contract allows, but never reordered.
-#[derive(Debug)]
-pub(crate) struct MessageSlot {
-    cancel: CancellationToken,
-    done: watch::Receiver<()>,
-}
-
-/// How long a new message connection waits for its predecessor to stop.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-
-/// Makes `slot` the message connection of `from`, stopping the previous one.
-async fn take_over(shared: &Shared, from: &NodeId, slot: MessageSlot) {
-    let previous = shared.claim_message_slot(from, slot);
-    if let Some(mut previous) = previous {
-        previous.cancel.cancel();
-        // `changed` fails once the old task has dropped its sender, i.e. ended.
-        let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.done.changed()).await;
+    let receiver = Receiver {
+        cluster: shared.config.cluster,
+        local: &shared.id,
+        inbound,
+        slots: &shared.message_slots,
+        chunks_buffered: shared.config.snapshot_chunks_buffered,
+    };
+    let Some(from) = receiver.hello(&mut conn).await? else {
+        return Ok(());
+    };
+    if !identity.permits(&from) {
+        return Err(ConnError::new(
+            ErrorKind::IdentityMismatch,
+            format!("Hello claims {from}, but its TLS certificate does not name it"),
+        ));
+    }
+    let mut slot = Some(slot);
+    loop {
+        let Next::Snapshot(offer) = receiver.messages(&mut conn, &from, &mut slot).await? else {
+            return Ok(());
+        };
+        if !receiver.snapshot(&mut conn, offer).await? {
+            return Ok(());
+        }
+        let ack = encode_frame(shared.config.cluster, &Frame::SnapshotReceived);
+        conn.send(ack)
+            .await
+            .map_err(|e| ConnError::new(ErrorKind::Io, format!("sending SnapshotReceived: {e}")))?;
     }
 }
 
@@ -169,152 +161,4 @@ async fn accept_stream(
     }
     let _ = shared;
     Ok((Box::new(tcp), PeerIdentity::default()))
-}
-
-async fn serve_frames(
-    shared: &Shared,
-    conn: &mut Conn,
-    identity: &PeerIdentity,
-    inbound: &mpsc::Sender<Inbound>,
-    slot: MessageSlot,
-) -> Result<(), ConnError> {
-    let mut slot = Some(slot);
-    let from = match next_frame(shared, conn).await? {
-        None => return Ok(()),
-        Some(Frame::Hello { from }) => from,
-        Some(other) => {
-            return Err(ConnError::new(
-                ErrorKind::UnexpectedFrame,
-                format!("first frame is {}, not Hello", frame_name(&other)),
-            ))
-        }
-    };
-    if !identity.permits(&from) {
-        return Err(ConnError::new(
-            ErrorKind::IdentityMismatch,
-            format!("Hello claims {from}, but its TLS certificate does not name it"),
-        ));
-    }
-    while let Some(frame) = next_frame(shared, conn).await? {
-        match frame {
-            Frame::Messages(msgs) => {
-                if let Some(slot) = slot.take() {
-                    take_over(shared, &from, slot).await;
-                }
-                for msg in msgs {
-                    if msg.from != from {
-                        return Err(spoofed(&from, &msg.from));
-                    }
-                    if msg.to != shared.id {
-                        return Err(ConnError::new(
-                            ErrorKind::Misaddressed,
-                            format!("message for {} reached {}", msg.to, shared.id),
-                        ));
-                    }
-                    if inbound.send(Inbound::Message(msg)).await.is_err() {
-                        return Ok(()); // The driver dropped the stream.
-                    }
-                }
-            }
-            Frame::SnapshotOffer(offer) => {
-                if offer.from != from {
-                    return Err(spoofed(&from, &offer.from));
-                }
-                receive_snapshot(shared, conn, inbound, offer).await?;
-            }
-            other => {
-                return Err(ConnError::new(
-                    ErrorKind::UnexpectedFrame,
-                    format!("unexpected {} from {from}", frame_name(&other)),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Forwards one snapshot stream's chunks, checking their order, and
-/// acknowledges it once the last chunk is handed over.
-async fn receive_snapshot(
-    shared: &Shared,
-    conn: &mut Conn,
-    inbound: &mpsc::Sender<Inbound>,
-    offer: SnapshotOffer,
-) -> Result<(), ConnError> {
-    let size = offer.meta.size;
-    let (tx, chunks) = mpsc::channel(shared.config.snapshot_chunks_buffered);
-    if inbound
-        .send(Inbound::Snapshot(IncomingSnapshot { offer, chunks }))
-        .await
-        .is_err()
-    {
-        return Ok(());
-    }
-    let mut expected = 0u64;
-    loop {
-        let Some(frame) = next_frame(shared, conn).await? else {
-            // The sender gave up; dropping `tx` tells the receiver the
-            // stream was aborted (no `done` chunk).
-            return Ok(());
-        };
-        let Frame::SnapshotChunk { offset, data, done } = frame else {
-            return Err(ConnError::new(
-                ErrorKind::UnexpectedFrame,
-                format!("{} inside a snapshot stream", frame_name(&frame)),
-            ));
-        };
-        if offset != expected {
-            return Err(ConnError::new(
-                ErrorKind::SnapshotStream,
-                format!("snapshot chunk at offset {offset}, expected {expected}"),
-            ));
-        }
-        expected += data.len() as u64;
-        if expected > size || (done && expected != size) {
-            return Err(ConnError::new(
-                ErrorKind::SnapshotStream,
-                format!(
-                    "snapshot stream of {expected} bytes (done: {done}) for an offer of {size}"
-                ),
-            ));
-        }
-        if tx.send(SnapshotChunk { offset, data, done }).await.is_err() {
-            return Ok(()); // The driver discarded the snapshot; closing tells the sender.
-        }
-        if done {
-            let ack = encode_frame(shared.config.cluster, &Frame::SnapshotReceived);
-            return conn.send(ack).await.map_err(|e| {
-                ConnError::new(ErrorKind::Io, format!("sending SnapshotReceived: {e}"))
-            });
-        }
-    }
-}
-
-async fn next_frame(shared: &Shared, conn: &mut Conn) -> Result<Option<Frame>, ConnError> {
-    match conn.next().await {
-        None => Ok(None),
-        Some(Err(e)) => Err(e.into()),
-        Some(Ok(bytes)) => decode(shared, &bytes).map(Some),
-    }
-}
-
-fn decode(shared: &Shared, bytes: &BytesMut) -> Result<Frame, ConnError> {
-    Ok(decode_frame(shared.config.cluster, bytes)?)
-}
-
-fn spoofed(hello: &NodeId, claimed: &NodeId) -> ConnError {
-    ConnError::new(
-        ErrorKind::SpoofedSender,
-        format!("{hello} said Hello but sent as {claimed}"),
-    )
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello { .. } => "Hello",
-        Frame::Messages(_) => "Messages",
-        Frame::SnapshotOffer(_) => "SnapshotOffer",
-        Frame::SnapshotChunk { .. } => "SnapshotChunk",
-        Frame::SnapshotReceived => "SnapshotReceived",
-    }
 }

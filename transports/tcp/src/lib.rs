@@ -13,8 +13,11 @@
 //! ```
 //!
 //! * **Pipelined and batched**: the link task never waits for a reply; it
-//!   takes everything queued (up to [`TcpConfig::batch_max_messages`]) into one
-//!   `Messages` frame. `TCP_NODELAY` is set on every socket.
+//!   takes what is queued (up to [`TcpConfig::batch_max_messages`] messages
+//!   and [`TcpConfig::max_frame_bytes`] bytes) into one write of `Messages`
+//!   frames of at most [`TcpConfig::batch_max_bytes`]. A message that no
+//!   frame can carry is refused by `send` (`TransportError::Wire`, naming
+//!   its size and the maximum). `TCP_NODELAY` is set on every socket.
 //! * **Bounded**: a full queue makes `send` answer `Backpressure`. When a
 //!   connection attempt fails, the queue is dropped (Raft retries) and `send`
 //!   answers `Unreachable`, queueing nothing, until a reconnect succeeds.
@@ -58,9 +61,7 @@
 //! # });
 //! ```
 
-mod codec;
 mod config;
-mod errors;
 mod inbound;
 mod outbound;
 mod snapshot;
@@ -69,7 +70,9 @@ mod tls;
 mod transport;
 
 pub use config::{TcpConfig, TcpConfigError};
-pub use errors::{ErrorKind, BYTES_SENT_METRIC, ERRORS_METRIC, MESSAGES_SENT_METRIC};
+pub use raftkit::transport::errors::{
+    ErrorKind, BYTES_SENT_METRIC, ERRORS_METRIC, MESSAGES_SENT_METRIC,
+};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError};
 pub use transport::{BindError, TcpTransport};

@@ -3,9 +3,12 @@
 //! certificate from the cluster's CA).
 #![cfg(feature = "tls")]
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use raftkit::testing::transport::certs::TestCa;
 use raftkit::testing::transport::{self as suite, heartbeat, seq_of, SuiteSizes, TransportFactory};
 use raftkit::{Inbound, NodeId, Peer, ServerAddress, Transport};
 use raftkit_tcp::{ErrorKind, TcpConfig, TcpTransport, TlsConfig};
@@ -14,18 +17,43 @@ use tokio::time::timeout;
 /// The conformance checks measure latencies; run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn cert_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/certs")
+/// The test PKI, made once per test binary in a temporary directory: the
+/// cluster CA with certificates for a, b and mallory (a valid chain for the
+/// wrong identity), and a rogue CA with its own certificate for a.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    rogue: TestCa,
 }
 
-/// TLS settings with `ca` as the trusted CA and `file`'s certificate and key.
-fn tls(ca: &str, file: &str) -> TcpConfig {
-    let dir = cert_dir();
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| Pki {
+        dir: tempfile::tempdir().expect("a temporary directory"),
+        ca: TestCa::new("ca"),
+        rogue: TestCa::new("rogue-ca"),
+    })
+}
+
+/// TLS settings with `ca` ("ca" or "rogue-ca") as the trusted CA and a
+/// certificate it issues for `id`.
+fn tls(ca: &str, id: &str) -> TcpConfig {
+    let pki = pki();
+    let (issuer, sub) = match ca {
+        "ca" => (&pki.ca, "cluster"),
+        "rogue-ca" => (&pki.rogue, "rogue"),
+        other => panic!("no test CA {other}"),
+    };
+    // A directory per certificate: tests run in parallel and each issues its own.
+    static ISSUED: AtomicUsize = AtomicUsize::new(0);
+    let n = ISSUED.fetch_add(1, Ordering::Relaxed);
+    let dir: &Path = &pki.dir.path().join(format!("{sub}-{n}"));
+    let files = issuer.issue(dir, id);
     TcpConfig {
         tls: Some(TlsConfig {
-            ca_pem: dir.join(format!("{ca}.pem")),
-            cert_pem: dir.join(format!("{file}.pem")),
-            key_pem: dir.join(format!("{file}.key")),
+            ca_pem: files.ca_pem,
+            cert_pem: files.cert_pem,
+            key_pem: files.key_pem,
         }),
         ..TcpConfig::default()
     }
@@ -122,7 +150,7 @@ async fn certificate_must_name_the_id_claimed_in_hello() {
 async fn certificate_from_another_ca_is_refused() {
     let b = bind("b", tls("ca", "b")).await;
     let mut inbound = b.take_inbound().expect("inbound");
-    let rogue = bind("a", tls("rogue-ca", "rogue-a")).await;
+    let rogue = bind("a", tls("rogue-ca", "a")).await;
     assert!(
         !delivered(&rogue, "a", &b, &mut inbound, 1).await,
         "a message over a rogue certificate arrived"
