@@ -17,6 +17,7 @@
 //!                                  └── to_text ──► history.txt ──from_text──► re-check
 //! ```
 
+pub mod chaos;
 pub mod history;
 pub mod linearizability;
 pub mod sim;
