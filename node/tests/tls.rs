@@ -1,16 +1,59 @@
 //! Two real processes whose TCP transport uses mutual TLS from the profile's
-//! `[transport.tls]`: they elect a leader and replicate writes.
+//! `[transport.tls]`, with certificates made at test time by `raftkit certs`:
+//! they elect a leader and replicate writes. And `raftkit certs` itself.
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use support::{client, free_port, wait_until, NodeSpec, Proc};
+use support::{client, free_port, run_to_end, wait_until, NodeSpec, Proc};
 
-fn certs() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/certs")
+/// `raftkit certs DIR --servers a,b` into `root/certs`.
+fn certs(root: &Path) -> PathBuf {
+    let dir = root.join("certs");
+    let (code, stderr) = run_to_end(&["certs", &dir.display().to_string(), "--servers", "a,b"]);
+    assert_eq!(code, 0, "raftkit certs failed: {stderr}");
+    dir
+}
+
+#[test]
+fn certs_command_writes_a_ca_and_one_pair_per_server_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let mut names: Vec<String> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["a.key", "a.pem", "b.key", "b.pem", "ca.key", "ca.pem"]
+    );
+    let before = std::fs::read(certs.join("a.key")).unwrap();
+
+    let d = certs.display().to_string();
+    let (code, stderr) = run_to_end(&["certs", &d, "--servers", "a,c"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("refusing to overwrite") && stderr.contains("a.key"),
+        "{stderr}"
+    );
+    assert!(!certs.join("c.pem").exists(), "wrote files after refusing");
+    assert_eq!(std::fs::read(certs.join("a.key")).unwrap(), before);
+
+    let (code, stderr) = run_to_end(&["certs", &d, "--servers", "a,c", "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_ne!(std::fs::read(certs.join("a.key")).unwrap(), before);
+    assert!(certs.join("c.pem").exists());
+
+    let (code, stderr) = run_to_end(&["certs", &d, "--servers", "10.0.0.1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("\"10.0.0.1\"") && stderr.contains("DNS name"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +69,7 @@ async fn nodes_replicate_over_mutual_tls() {
             data_dir: dir.path().join(format!("data/{id}")),
         })
         .collect();
-    let certs = certs();
+    let certs = certs(dir.path());
     for (i, s) in specs.iter().enumerate() {
         let text = format!(
             "id = \"{id}\"\ndata_dir = \"{data}\"\nhttp_addr = \"127.0.0.1:{http}\"\n\

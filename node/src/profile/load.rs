@@ -153,7 +153,7 @@ fn from_figment(errors: figment::Error, files: &[PathBuf]) -> ProfileError {
 
 fn validate(loaded: &Loaded) -> Result<(), ProfileError> {
     let p = &loaded.profile;
-    if !id_ok(&p.id) {
+    if !valid_id(&p.id) {
         return Err(loaded.error(
             "id",
             format_args!(
@@ -175,7 +175,9 @@ fn validate(loaded: &Loaded) -> Result<(), ProfileError> {
     Ok(())
 }
 
-fn id_ok(id: &str) -> bool {
+/// Whether `id` is a usable server id: 1..=[`MAX_ID_LEN`] characters of
+/// `A-Z a-z 0-9 - _ .` (it names the node in URLs and TLS certificates).
+pub fn valid_id(id: &str) -> bool {
     (1..=MAX_ID_LEN).contains(&id.len())
         && id
             .bytes()
@@ -198,7 +200,7 @@ fn validate_membership(loaded: &Loaded) -> Result<(), ProfileError> {
     }
     let mut seen = HashSet::new();
     for (i, server) in p.cluster.servers.iter().enumerate() {
-        if !id_ok(&server.id) {
+        if !valid_id(&server.id) {
             return Err(loaded.error(
                 "cluster.servers",
                 format_args!(

@@ -26,7 +26,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-pub use load::{load, Loaded, ProfileError};
+pub use load::{load, valid_id, Loaded, ProfileError};
 pub use schema::{example, schema, to_toml};
 
 /// The longest server id accepted.
