@@ -195,6 +195,7 @@ pub(super) async fn cluster(State(api): State<Arc<Api>>) -> Response {
         "commit_index": s.commit_index.0,
         "applied_index": s.applied_index.0,
         "last_log_index": s.last_log_index.0,
+        "first_log_index": s.first_log_index.0,
         "last_snapshot_index": s.last_snapshot_index.0,
         "last_contact_ms": u64::try_from(stats.last_contact.as_millis()).unwrap_or(u64::MAX),
         "transport": api.transport,

@@ -58,17 +58,119 @@ impl NodeSpec {
     }
 }
 
+/// Which transport the test profiles use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TCP with mutual TLS from certificates made by `raftkit_node::certs`.
+    TcpTls,
+    /// QUIC (always mutual TLS) from certificates made by `raftkit_node::certs`.
+    Quic,
+}
+
+/// Which storage backend the test profiles use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    File,
+    Lmdb,
+    Memory,
+}
+
+/// A transport × storage combination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flavor {
+    pub transport: Transport,
+    pub storage: Storage,
+}
+
+impl Flavor {
+    pub const TCP_FILE: Flavor = Flavor {
+        transport: Transport::Tcp,
+        storage: Storage::File,
+    };
+    pub const TCP_LMDB: Flavor = Flavor {
+        transport: Transport::Tcp,
+        storage: Storage::Lmdb,
+    };
+    pub const TCP_MEMORY: Flavor = Flavor {
+        transport: Transport::Tcp,
+        storage: Storage::Memory,
+    };
+    pub const QUIC_FILE: Flavor = Flavor {
+        transport: Transport::Quic,
+        storage: Storage::File,
+    };
+
+    /// Whether a restarted node finds its log again.
+    pub fn durable(self) -> bool {
+        self.storage != Storage::Memory
+    }
+
+    fn tls(self) -> bool {
+        self.transport != Transport::Tcp
+    }
+
+    /// `[transport]` and `[storage]` for server `id`, with certificates
+    /// under `root/certs`.
+    fn sections(self, root: &Path, id: &str) -> String {
+        let kind = match self.transport {
+            Transport::Tcp | Transport::TcpTls => "tcp",
+            Transport::Quic => "quic",
+        };
+        let mut text = format!("[transport]\nkind = \"{kind}\"\n");
+        if self.tls() {
+            let certs = root.join("certs");
+            text.push_str(&format!(
+                "[transport.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                certs.join("ca.pem").display(),
+                certs.join(format!("{id}.pem")).display(),
+                certs.join(format!("{id}.key")).display()
+            ));
+        }
+        let storage = match self.storage {
+            Storage::File => "kind = \"file\"\n",
+            // A small map keeps many test clusters cheap; it grows when full.
+            Storage::Lmdb => "kind = \"lmdb\"\nmap_size = \"64MiB\"\n",
+            Storage::Memory => "kind = \"memory\"\n",
+        };
+        format!("{text}\n[storage]\n{storage}")
+    }
+}
+
+/// Server ids the certificates of a TLS test cluster cover.
+pub const CERT_IDS: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
+
+fn spec(root: &Path, id: &str) -> NodeSpec {
+    NodeSpec {
+        id: id.to_string(),
+        http_port: free_port(),
+        raft_port: free_port(),
+        profile: root.join(format!("{id}.toml")),
+        data_dir: root.join(format!("data/{id}")),
+    }
+}
+
 /// Writes profiles for an `n`-node TCP + file cluster under `root`; node 1 bootstraps.
 pub fn cluster_profiles(root: &Path, n: usize) -> Vec<NodeSpec> {
-    let specs: Vec<NodeSpec> = (1..=n)
-        .map(|i| NodeSpec {
-            id: format!("n{i}"),
-            http_port: free_port(),
-            raft_port: free_port(),
-            profile: root.join(format!("n{i}.toml")),
-            data_dir: root.join(format!("data/n{i}")),
-        })
-        .collect();
+    cluster_profiles_with(root, n, Flavor::TCP_FILE, "")
+}
+
+/// Writes profiles for an `n`-node cluster of `flavor` under `root`; node 1
+/// bootstraps. `raft_extra` is appended to every `[raft]` section. TLS
+/// flavors get fresh certificates for [`CERT_IDS`] in `root/certs`.
+pub fn cluster_profiles_with(
+    root: &Path,
+    n: usize,
+    flavor: Flavor,
+    raft_extra: &str,
+) -> Vec<NodeSpec> {
+    if flavor.tls() {
+        let ids: Vec<String> = CERT_IDS.iter().map(|s| s.to_string()).collect();
+        raftkit_node::certs::generate(&root.join("certs"), &ids, false)
+            .expect("generate test certificates");
+    }
+    let specs: Vec<NodeSpec> = (1..=n).map(|i| spec(root, &format!("n{i}"))).collect();
     let servers: String = specs
         .iter()
         .map(|s| {
@@ -81,16 +183,41 @@ pub fn cluster_profiles(root: &Path, n: usize) -> Vec<NodeSpec> {
     for (i, s) in specs.iter().enumerate() {
         let text = format!(
             "id = \"{}\"\ndata_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{}\"\nraft_addr = \"127.0.0.1:{}\"\n\
-             bootstrap = {}\n\n[storage]\nkind = \"file\"\n\n{RAFT_TIMING}\n[http]\nrequest_timeout = \"3s\"\n\n{servers}",
+             bootstrap = {}\n\n{}\n{RAFT_TIMING}{raft_extra}\n[http]\nrequest_timeout = \"3s\"\n\n{servers}",
             s.id,
             s.data_dir.display(),
             s.http_port,
             s.raft_port,
-            i == 0
+            i == 0,
+            flavor.sections(root, &s.id),
         );
         std::fs::write(&s.profile, text).expect("write profile");
     }
     specs
+}
+
+/// Writes the profile of a node `id` of `flavor` that joins through `via`
+/// (as a non-voter if `nonvoter`).
+pub fn joiner_profile(
+    root: &Path,
+    id: &str,
+    flavor: Flavor,
+    via: &NodeSpec,
+    nonvoter: bool,
+    raft_extra: &str,
+) -> NodeSpec {
+    let s = spec(root, id);
+    let text = format!(
+        "id = \"{id}\"\ndata_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{}\"\nraft_addr = \"127.0.0.1:{}\"\n\
+         join = [\"{}\"]\nnonvoter = {nonvoter}\n\n{}\n{RAFT_TIMING}{raft_extra}\n[http]\nrequest_timeout = \"3s\"\n",
+        s.data_dir.display(),
+        s.http_port,
+        s.raft_port,
+        via.url(""),
+        flavor.sections(root, id),
+    );
+    std::fs::write(&s.profile, text).expect("write profile");
+    s
 }
 
 /// A running `raftkit run` process; killed when dropped.
@@ -101,16 +228,27 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(spec: &NodeSpec) -> Proc {
+        Proc::start_env(spec, &[])
+    }
+
+    /// Starts `spec`'s node with extra environment variables (profile
+    /// overrides such as `RAFTKIT_BOOTSTRAP=false`).
+    pub fn start_env(spec: &NodeSpec, env: &[(&str, &str)]) -> Proc {
         let log = spec
             .profile
             .with_extension(format!("{}.log", std::process::id()));
-        Proc::start_args(
+        Proc::start_args_env(
             &["run", "--profile", &spec.profile.display().to_string()],
             &log,
+            env,
         )
     }
 
     pub fn start_args(args: &[&str], log: &Path) -> Proc {
+        Proc::start_args_env(args, log, &[])
+    }
+
+    pub fn start_args_env(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Proc {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -119,6 +257,7 @@ impl Proc {
         let child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().expect("clone log handle"))
             .stderr(file)
             .spawn()
@@ -133,6 +272,30 @@ impl Proc {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM.
+    pub fn send_term(&self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
+            .expect("nonzero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    }
+
+    /// Waits (polling, with a deadline) for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            poll.tick().await;
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -208,4 +371,84 @@ pub async fn wait_ready(
             poll.tick().await;
         }
     }
+}
+
+/// PUT until acknowledged (within 30 s). 503 (no leader; nothing proposed)
+/// and 504 (outcome unknown) are retried: putting the same value again is
+/// idempotent, so the key ends with `value` either way. Anything else fails.
+pub async fn put_acked(client: &reqwest::Client, spec: &NodeSpec, key: &str, value: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("PUT {key} via {} acknowledged", spec.id),
+        || async {
+            let r = client
+                .put(spec.url(&format!("/kv/{key}")))
+                .body(value.to_string())
+                .send()
+                .await
+                .ok()?;
+            match r.status() {
+                reqwest::StatusCode::NO_CONTENT => Some(()),
+                reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::GATEWAY_TIMEOUT => {
+                    None
+                }
+                other => panic!("PUT {key} via {}: unexpected {other}", spec.id),
+            }
+        },
+    )
+    .await
+}
+
+/// `GET /kv/{key}?consistency=...`: status and body, or `None` if the
+/// request failed.
+pub async fn get(
+    client: &reqwest::Client,
+    spec: &NodeSpec,
+    key: &str,
+    consistency: &str,
+) -> Option<(reqwest::StatusCode, String)> {
+    let r = client
+        .get(spec.url(&format!("/kv/{key}?consistency={consistency}")))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status();
+    Some((status, r.text().await.ok()?))
+}
+
+/// `GET /cluster` as JSON, or `None` if the request failed.
+pub async fn cluster_json(client: &reqwest::Client, spec: &NodeSpec) -> Option<serde_json::Value> {
+    client
+        .get(spec.url("/cluster"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// The servers of a `GET /cluster` answer as sorted `(id, raft_addr, suffrage)`.
+pub fn servers_of(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut servers: Vec<(String, String, String)> = v["servers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let f = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+                    (f("id"), f("raft_addr"), f("suffrage"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    servers.sort();
+    servers
+}
+
+/// The value of an unlabelled sample `name` in a Prometheus text scrape.
+pub fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
 }
