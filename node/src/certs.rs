@@ -104,7 +104,7 @@ pub struct Written {
 /// Runs `raftkit certs`.
 pub fn execute(args: CertsArgs) -> Result<(), Failure> {
     let written = generate(&args.dir, &args.servers, args.force)
-        .map_err(|e| Failure::Other(anyhow::anyhow!("raftkit certs: {e}")))?;
+        .map_err(|e| Failure::Other(anyhow::anyhow!("certs: {e}")))?;
     println!(
         "CA:     {}  (key {})",
         written.ca_cert.display(),

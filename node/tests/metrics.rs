@@ -370,3 +370,113 @@ async fn a_live_leader_exports_the_whole_catalogue_as_valid_prometheus_text() {
         Err(e) => println!("promtool not on PATH ({e}): skipped `promtool check metrics`"),
     }
 }
+
+/// Metric names a PromQL expression refers to (`raft_*`, `http_*`), with
+/// histogram suffixes removed.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let rest = &expr[i..];
+        if boundary && (rest.starts_with("raft_") || rest.starts_with("http_")) {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let name = &rest[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.push(base.to_string());
+            i += end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/grafana/raftkit.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for p in panels {
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate id: {p}"
+        );
+        assert!(
+            p["gridPos"]["w"].as_u64().is_some() && p["title"].is_string(),
+            "{p}"
+        );
+        for t in p["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            assert!(
+                CATALOGUE.iter().any(|m| m.name == name),
+                "the dashboard queries {name}, which is not exported: {expr}"
+            );
+            used.insert(name);
+        }
+    }
+    for key in [
+        "raft_state",
+        "raft_term",
+        "raft_commit_index",
+        "raft_commit_duration_seconds",
+        "raft_replication_match_index",
+    ] {
+        assert!(used.contains(key), "the dashboard does not show {key}");
+    }
+
+    // PromQL syntax, through promtool's rule checker, when it is installed.
+    if Command::new("promtool").arg("--version").output().is_err() {
+        println!("promtool not on PATH: skipped checking the dashboard's PromQL");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("dashboard.rules.yml");
+    let mut text = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expr = expr.replace("$job", ".*");
+        text.push_str(&format!(
+            "      - record: dashboard:expr_{i}\n        expr: |-\n          {expr}\n"
+        ));
+    }
+    std::fs::write(&rules, text).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules", &rules.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("promtool check rules: {} dashboard queries ok", exprs.len());
+}
+
+#[test]
+fn the_readme_lists_every_metric() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    for metric in CATALOGUE {
+        assert!(
+            readme.contains(&format!("| `{}", metric.name)),
+            "README's metrics table lacks {}",
+            metric.name
+        );
+    }
+}
