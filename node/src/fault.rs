@@ -381,3 +381,99 @@ pub async fn stale_reads(mut req: Request) -> Request {
     }
     req
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use raftkit::{Entry, LogIndex, LogStore, Term};
+    use raftkit_memory::MemLogStore;
+
+    use super::{DiskFault, FaultLog, Faults};
+
+    fn entries(from: u64, to: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| Entry::command(LogIndex(i), Term(1), Bytes::from(format!("e{i}"))))
+            .collect()
+    }
+
+    #[test]
+    fn disk_error_fails_every_write_until_cleared() {
+        let faults = Faults::new();
+        let log = FaultLog::new(MemLogStore::new(), faults.clone(), Duration::ZERO);
+        log.append(&entries(1, 3)).unwrap();
+        faults.set_disk(DiskFault::Error);
+        assert!(log.append(&entries(4, 4)).is_err());
+        assert!(log.truncate_suffix(LogIndex(2)).is_err());
+        assert!(log.purge_prefix(LogIndex(1)).is_err());
+        // Reads still work, and nothing was written.
+        assert_eq!(log.last_index().unwrap(), LogIndex(3));
+        faults.set_disk(DiskFault::Ok);
+        log.append(&entries(4, 4)).unwrap();
+        assert_eq!(log.last_index().unwrap(), LogIndex(4));
+    }
+
+    #[test]
+    fn disk_stall_blocks_writes_until_cleared() {
+        let faults = Faults::new();
+        let log = std::sync::Arc::new(FaultLog::new(
+            MemLogStore::new(),
+            faults.clone(),
+            Duration::ZERO,
+        ));
+        faults.set_disk(DiskFault::Stall);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let writer = log.clone();
+        let thread = std::thread::spawn(move || {
+            let _ = done_tx.send(writer.append(&entries(1, 2)).is_ok());
+        });
+        assert_eq!(
+            done.recv_timeout(Duration::from_millis(300)),
+            Err(RecvTimeoutError::Timeout),
+            "an append went through a stalled disk"
+        );
+        assert_eq!(log.last_index().unwrap(), LogIndex(0));
+        faults.set_disk(DiskFault::Ok);
+        let ok = done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the stalled append did not finish after the stall was cleared");
+        assert!(ok);
+        thread.join().unwrap();
+        assert_eq!(log.last_index().unwrap(), LogIndex(2));
+    }
+
+    #[test]
+    fn ack_before_fsync_answers_at_once_and_writes_later() {
+        let inner = MemLogStore::new();
+        let lag = Duration::from_millis(200);
+        let log = FaultLog::new(inner.clone(), Faults::new(), lag);
+        log.append(&entries(1, 3)).unwrap();
+        log.append(&entries(4, 5)).unwrap();
+        // The wrapper answers as if written; the store behind it has nothing yet.
+        assert_eq!(log.last_index().unwrap(), LogIndex(5));
+        assert_eq!(log.first_index().unwrap(), LogIndex(1));
+        assert_eq!(log.get(LogIndex(2), LogIndex(5)).unwrap(), entries(2, 4));
+        assert_eq!(inner.last_index().unwrap(), LogIndex(0));
+        // A conflicting suffix replaces pending entries.
+        log.truncate_suffix(LogIndex(5)).unwrap();
+        assert_eq!(log.last_index().unwrap(), LogIndex(4));
+        // The flusher writes the tail out once it is `lag` old.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while inner.last_index().unwrap() != LogIndex(4) {
+            assert!(
+                Instant::now() < deadline,
+                "the lagging log never wrote its tail"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(inner.get(LogIndex(1), LogIndex(5)).unwrap(), entries(1, 4));
+        // Reads that span the written part and a new pending tail.
+        log.append(&entries(5, 6)).unwrap();
+        assert_eq!(log.get(LogIndex(3), LogIndex(7)).unwrap(), entries(3, 6));
+        // Dropping it (a graceful stop) writes what is pending.
+        drop(log);
+        assert_eq!(inner.last_index().unwrap(), LogIndex(6));
+    }
+}

@@ -320,7 +320,9 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Report, NotRun> {
         events: Vec::new(),
         problems: Vec::new(),
         expected_exit: None,
+        partitions: 0,
     };
+    run.partitions = run.rng.random_range(0..4);
     let report = run.drive(dir, started).await;
     println!("{}", report.json_line(cfg));
     Ok(report)
@@ -370,6 +372,8 @@ struct Run<'a> {
     problems: Vec<String>,
     /// A node expected to stop by itself (disk error injected).
     expected_exit: Option<usize>,
+    /// Partitions injected so far (plus a seeded offset): picks the next shape.
+    partitions: usize,
 }
 
 /// The harness's own client id for final reads.
@@ -401,8 +405,13 @@ impl Run<'_> {
         // Leave room at the end for the last fault to heal under load.
         let last_start = end.checked_sub(Duration::from_secs(12)).unwrap_or(end);
         self.hold(Duration::from_secs(3)).await;
+        // Faults (and partition shapes) take turns from a seeded starting
+        // point, so even a short run covers each of them.
+        let first = self.rng.random_range(0..cfg.nemeses.len().max(1));
+        let mut turn = 0;
         while !cfg.nemeses.is_empty() && Instant::now() < last_start {
-            let fault = cfg.nemeses[self.rng.random_range(0..cfg.nemeses.len())];
+            let fault = cfg.nemeses[(first + turn) % cfg.nemeses.len()];
+            turn += 1;
             if let Err(e) = self.inject(fault).await {
                 self.problems.push(format!("nemesis {fault}: {e}"));
                 self.heal_all().await;
@@ -661,12 +670,18 @@ impl Run<'_> {
 
     /// The leader (half the time, when known) or a random node.
     async fn target(&mut self) -> usize {
-        if self.rng.random_bool(0.5) {
+        // Draw both every time, so the schedule's randomness does not depend
+        // on whether a leader was known.
+        let (want_leader, random) = (
+            self.rng.random_bool(0.5),
+            self.rng.random_range(0..self.cfg.nodes),
+        );
+        if want_leader {
             if let Some(l) = self.leader().await {
                 return l;
             }
         }
-        self.rng.random_range(0..self.cfg.nodes)
+        random
     }
 
     async fn fault_request(&self, i: usize, body: serde_json::Value) -> Result<(), String> {
@@ -761,7 +776,8 @@ impl Run<'_> {
                     Shape::Bridge,
                     Shape::Asymmetric,
                 ];
-                let shape = shapes[self.rng.random_range(0..shapes.len())];
+                let shape = shapes[self.partitions % shapes.len()];
+                self.partitions += 1;
                 let mut order: Vec<usize> = (0..n).collect();
                 shuffle(&mut order, &mut self.rng);
                 let (pairs, what) = match shape {
@@ -795,9 +811,8 @@ impl Run<'_> {
                         )
                     }
                     Shape::Asymmetric => {
-                        let x = leader
-                            .filter(|_| self.rng.random_bool(0.5))
-                            .unwrap_or(order[0]);
+                        let pick_leader = self.rng.random_bool(0.5);
+                        let x = leader.filter(|_| pick_leader).unwrap_or(order[0]);
                         let rest: Vec<usize> = (0..n).filter(|&y| y != x).collect();
                         if self.rng.random_bool(0.5) {
                             (
