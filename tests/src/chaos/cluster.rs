@@ -84,6 +84,21 @@ pub struct Cluster {
     pub net: Option<Net>,
 }
 
+/// `setpriv --pdeathsig KILL` when available: a node dies with the harness
+/// (the thread that started it), even when the harness itself is SIGKILLed
+/// by a test runner's timeout, instead of running on as an orphan.
+fn death_guard() -> Vec<String> {
+    let help = Command::new("setpriv").arg("--help").output();
+    match help {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("--pdeathsig") => {
+            ["setpriv", "--pdeathsig", "KILL"]
+                .map(String::from)
+                .to_vec()
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind :0: {e}"))?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
@@ -115,6 +130,7 @@ impl Cluster {
                 i + 1
             );
         }
+        let death_guard = death_guard();
         let mut nodes = Vec::new();
         for (i, (http, raft)) in addrs.iter().enumerate() {
             let id = format!("n{}", i + 1);
@@ -130,7 +146,11 @@ impl Cluster {
                 base: format!("http://{http}"),
                 profile,
                 log: dir.join("node.log"),
-                prefix: net.as_ref().map(|n| n.exec_prefix(i)).unwrap_or_default(),
+                prefix: {
+                    let mut prefix = net.as_ref().map(|n| n.exec_prefix(i)).unwrap_or_default();
+                    prefix.extend(death_guard.iter().cloned());
+                    prefix
+                },
                 child: None,
                 paused: false,
                 starts: 0,
