@@ -135,6 +135,10 @@ pub struct ClusterArgs {
     /// Timeout of each `apply`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub apply_timeout: Duration,
+    /// Tokio worker threads shared by the servers and the proposers
+    /// (default: one per core).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 /// One run: a transport, a storage, a client count.
@@ -183,6 +187,9 @@ impl ClusterArgs {
         }
         if self.apply_timeout.is_zero() {
             return Err("--apply-timeout must be longer than 0s".into());
+        }
+        if self.worker_threads == Some(0) {
+            return Err("--worker-threads must be at least 1".into());
         }
         let (transports, storages) = if self.matrix {
             (
@@ -327,7 +334,7 @@ pub const CSV_COLUMNS: &[&str] = &[
 /// Runs `raftkit bench cluster`.
 pub fn execute(args: ClusterArgs) -> Result<(), Failure> {
     let runs = args.runs().map_err(failure)?;
-    let rt = super::runtime()?;
+    let rt = super::runtime_with(args.worker_threads)?;
     let mut rows = Vec::new();
     for (i, spec) in runs.iter().enumerate() {
         eprintln!(
@@ -448,7 +455,7 @@ impl Fsm for MapFsm {
     }
 
     fn restore(&mut self, from: &mut dyn Read) -> Result<(), FsmError> {
-        let mut map = HashMap::new();
+        let mut map = HashMap::default();
         let mut header = [0u8; 8];
         loop {
             match from.read_exact(&mut header) {

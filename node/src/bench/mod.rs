@@ -68,7 +68,16 @@ fn failure(e: impl std::fmt::Display) -> Failure {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+/// A multi-threaded runtime with `workers` worker threads (default: one per core).
+fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|e| failure(format_args!("starting the tokio runtime: {e}")))
