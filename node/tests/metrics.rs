@@ -296,7 +296,8 @@ async fn a_live_leader_exports_the_whole_catalogue_as_valid_prometheus_text() {
                 })
             };
             (peer_series("raft_replication_match_index")
-                && peer_series("raft_replication_inflight"))
+                && peer_series("raft_replication_inflight")
+                && peer_series("raft_replication_append_entries_duration_seconds"))
             .then_some((text, families))
         },
     )

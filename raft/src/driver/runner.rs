@@ -18,6 +18,7 @@ use crate::storage::{
 use crate::transport::{Inbound, IncomingSnapshot, SnapshotOffer, Transport};
 use crate::types::{Configuration, Entry, LogIndex, NodeId, ServerAddress, Term};
 
+use super::append_timer::AppendTimer;
 use super::apply::{ApplyMsg, ApplyThread, Responder};
 use super::io::{send_grouped, AddressBook, IoBatch, IoThread, Writer};
 use super::{Api, Observed, RaftError, Stats};
@@ -138,6 +139,7 @@ pub(crate) async fn start<F: Fsm>(
         tasks: JoinSet::new(),
         failed: None,
         clock_rate: None,
+        append_timer: AppendTimer::default(),
     };
     Ok(tokio::spawn(runner.run(
         api,
@@ -213,6 +215,8 @@ struct Runner<R> {
     failed: Option<RaftError>,
     /// A tick-rate change asked for by fault injection, not yet applied.
     clock_rate: Option<f64>,
+    /// AppendEntries round trips per peer (leader only).
+    append_timer: AppendTimer,
 }
 
 /// Most inputs taken from one source before the core is asked for a Ready:
@@ -434,6 +438,7 @@ impl<R: Send + 'static> Runner<R> {
         match inbound {
             Inbound::Message(m) => {
                 self.book.learn(&m.from, &m.from_addr);
+                self.append_timer.received(&m);
                 if let Err(e) = self.core.step(m) {
                     tracing::warn!(error = %e, "dropping misaddressed message");
                 }
@@ -513,6 +518,7 @@ impl<R: Send + 'static> Runner<R> {
     fn perform(&mut self, r: Ready) {
         // 1. The leader's appends go out now, in parallel with its own write.
         if !r.messages.is_empty() {
+            self.append_timer.sending(&r.messages);
             for peer in send_grouped(&*self.transport, &self.book, r.messages) {
                 self.core.report_unreachable(&peer);
                 let _ = self.events.send(Event::HeartbeatFailed(peer));
@@ -628,6 +634,7 @@ impl<R: Send + 'static> Runner<R> {
                     // may still be under way, as when the quorum of a
                     // configuration that removes it is the others) are
                     // answered when they come out committed.
+                    self.append_timer.clear();
                     let committed = self.core.status().commit_index;
                     let unknown = self.pending.split_off(&committed.next());
                     for (_, (_, responder, _)) in unknown {
