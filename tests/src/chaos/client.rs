@@ -89,9 +89,9 @@ impl Recorder {
     }
 }
 
-/// The register keys of a run with `keys` registers.
-pub fn register_keys(keys: usize) -> Vec<Vec<u8>> {
-    (0..keys).map(|k| format!("k{k}").into_bytes()).collect()
+/// Register key `index` of key epoch `epoch`.
+pub fn register_key(epoch: u64, index: usize) -> Vec<u8> {
+    format!("k{epoch}-{index}").into_bytes()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -179,8 +179,11 @@ pub struct Workload {
     pub recorder: Arc<Recorder>,
     /// `http://addr:port` of every node.
     pub bases: Vec<String>,
-    /// Register keys.
-    pub keys: Vec<Vec<u8>>,
+    /// Register keys per epoch.
+    pub keys: usize,
+    /// Clients move to fresh register keys this often, which bounds the
+    /// length of each key's history (and the checker's work on it).
+    pub key_epoch: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
     /// The HTTP client (one connection pool).
@@ -205,7 +208,11 @@ pub async fn client_loop(id: u64, work: Arc<Workload>, seed: u64, stop: watch::R
         }
         seq += 1;
         let value = format!("c{id}-{seq}").into_bytes();
-        let key = work.keys[rng.random_range(0..work.keys.len())].clone();
+        let epoch_ns = u64::try_from(work.key_epoch.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let epoch = work.recorder.now() / epoch_ns;
+        let key = register_key(epoch, rng.random_range(0..work.keys.max(1)));
         let roll = rng.random_range(0..100u32);
         let op = match roll {
             0..30 => Op::Get { key },

@@ -87,8 +87,10 @@ pub struct ChaosConfig {
     pub seed: u64,
     /// Concurrent clients.
     pub clients: usize,
-    /// Register keys.
+    /// Register keys in use at a time.
     pub keys: usize,
+    /// Clients move to fresh register keys this often (bounds each key's history).
+    pub key_epoch: Duration,
     /// Client-side timeout of one request.
     pub client_timeout: Duration,
     /// The nodes' heartbeat and election timeout.
@@ -112,6 +114,7 @@ impl ChaosConfig {
             seed: 1,
             clients: 4,
             keys: 5,
+            key_epoch: Duration::from_secs(30),
             client_timeout: Duration::from_secs(4),
             raft_timeout: Duration::from_secs(1),
             planted: Planted::default(),
@@ -386,7 +389,8 @@ impl Run<'_> {
         let work = Arc::new(Workload {
             recorder: self.recorder.clone(),
             bases: self.cluster.nodes.iter().map(|n| n.base.clone()).collect(),
-            keys: client::register_keys(cfg.keys),
+            keys: cfg.keys,
+            key_epoch: cfg.key_epoch,
             timeout: cfg.client_timeout,
             http: self.http.clone(),
         });
@@ -436,9 +440,7 @@ impl Run<'_> {
         self.check_processes();
 
         let history = self.recorder.snapshot();
-        let write_once = write_once_keys(&history);
-        let mut all_keys = client::register_keys(cfg.keys);
-        all_keys.extend(write_once.iter().cloned());
+        let all_keys = all_keys(&history);
         if let Err(e) = self.converge(&all_keys).await {
             self.problems.push(format!("convergence: {e}"));
         }
@@ -1016,7 +1018,7 @@ impl Run<'_> {
 
     async fn compare_data(&self, keys: &[Vec<u8>], applied: u64) -> Result<(), DataCheck> {
         let mut tasks = tokio::task::JoinSet::new();
-        for (chunk_no, chunk) in keys.chunks(64).enumerate() {
+        for chunk in keys.chunks(64) {
             let chunk: Vec<Vec<u8>> = chunk.to_vec();
             let bases: Vec<String> = self.cluster.nodes.iter().map(|n| n.base.clone()).collect();
             let http = self.http.clone();
@@ -1060,7 +1062,6 @@ impl Run<'_> {
                         }
                     }
                 }
-                let _ = chunk_no;
                 Ok(())
             });
             // At most 8 chunks in flight.
@@ -1131,12 +1132,11 @@ fn shuffle(v: &mut [usize], rng: &mut ChaCha8Rng) {
     }
 }
 
-/// Every write-once key a client tried to write (whatever the outcome).
-fn write_once_keys(history: &History) -> Vec<Vec<u8>> {
+/// Every key a client touched (whatever the outcome).
+fn all_keys(history: &History) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = history
         .records()
         .iter()
-        .filter(|r| r.op.key().starts_with(b"w-"))
         .map(|r| r.op.key().to_vec())
         .collect::<HashSet<_>>()
         .into_iter()
