@@ -272,6 +272,8 @@ async fn membership_changes_and_leadership_transfer() {
         .wait_for_state(RaftState::Leader, T)
         .await
         .expect("b leads");
+    // A new leader takes configuration changes once its no-op commits.
+    b.raft.barrier(T).await.expect("b's first entries commit");
     b.raft
         .demote_voter(NodeId::new("c"), LogIndex::ZERO, T)
         .await
