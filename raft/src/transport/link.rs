@@ -101,20 +101,26 @@ impl Links {
     /// there is none (or it closed itself when idle).
     ///
     /// Refuses, queueing nothing: with `Wire(TooLarge)` a message that no
-    /// frame of `max_frame_bytes` can carry; with `Unreachable` while the
-    /// link's last connection attempt failed; with `Backpressure` when the
-    /// queue is full.
+    /// frame of `max_frame_bytes` can carry (counted in `errors` as
+    /// [`ErrorKind::OversizedMessage`] and logged); with `Unreachable`
+    /// while the link's last connection attempt failed; with
+    /// `Backpressure` when the queue is full.
     pub fn send(
         &self,
         to: &Peer,
         msgs: Vec<Message>,
         max_frame_bytes: usize,
+        errors: &ErrorCounts,
         mut spawn: impl FnMut(&Peer) -> Link,
     ) -> Result<(), TransportError> {
         if msgs.is_empty() {
             return Ok(());
         }
-        check_frame_size(&msgs, max_frame_bytes)?;
+        if let Err(e) = check_frame_size(&msgs, max_frame_bytes) {
+            errors.record(ErrorKind::OversizedMessage);
+            tracing::warn!(peer = %to.id, "refusing to send: {e}");
+            return Err(e);
+        }
         let mut msgs = msgs;
         // A link closes itself when idle; a send racing with that finds its
         // queue closed and starts a new link (once).

@@ -79,26 +79,35 @@
 //! sent, received, decrypted and acknowledged by quinn, so it costs more
 //! CPU per byte than kernel TCP, and its message path has more task hops.
 //! `cargo run --release -p raftkit-quic --example quic_bench` (and the
-//! `tcp_bench`, `inmem_bench` examples of the other transports) measures
-//! loopback; medians of 5 rounds on a shared 2-core machine busy with
-//! other builds (load average 4–6); a 64 KiB batch is one AppendEntries
-//! of 16 × 4 KiB entries per `send`:
+//! `tcp_bench`, `inmem_bench` examples of the other transports, all through
+//! `raftkit::testing::transport::bench`) measures loopback; a 64 KiB batch
+//! is one AppendEntries of 16 × 4 KiB entries per `send`. Each figure is a
+//! median of 5 runs; the machine is a shared 2-core one whose load moves
+//! the figures 2–3×, so the ranges below span five invocations of the
+//! examples at load averages of 5 to 7:
 //!
-//! | transport | small msgs/s | 64 KiB batches, MB/s | ping-pong RTT p50 / p99 |
+//! | transport | small msgs/s | 64 KiB batches, MB/s | ping-pong RTT p50 |
 //! |---|---:|---:|---:|
-//! | raw TCP, no framing (floor) | – | 2427 | 6.1 / 14.2 µs |
-//! | TCP (plain) | 869 k | 245 | 17.7 / 31.9 µs |
-//! | TCP (mTLS) | 847 k | 248 | 17.9 / 33.9 µs |
-//! | QUIC (mTLS) | 664 k | 396 | 32.1 / 83.4 µs |
+//! | raw TCP, no framing (floor) | – | 1437–2073 | 6–57 µs |
+//! | TCP (plain) | 459–903 k | 305–1450 (median 920) | 15–66 µs |
+//! | TCP (mTLS) | 424–917 k | 239–1096 (median 576) | 16–19 µs |
+//! | QUIC (mTLS) | 442–665 k | 247–511 (median 390) | 29–87 µs |
 //!
-//! The TCP transport's 64 KiB figure is held down by its batching (it
-//! encodes up to 1024 queued messages as one frame, then splits frames
-//! over 16 MiB); with `batch_max_messages: 64` it reached about 1100 MB/s
-//! plain and 720 MB/s with TLS in the same conditions, so QUIC is at about
-//! 55% of encrypted TCP there. The figures move 2–3× with machine load: on
-//! the same machine idle, QUIC did 722 MB/s, TCP (mTLS) 296 MB/s as is and
-//! 1584 MB/s with batches of 64 (QUIC at 46%), and every round trip (raw
-//! TCP's too) grew to 50–100 µs, the cost of waking idle cores.
+//! Like with like, invocation by invocation, QUIC moved 64 KiB batches at
+//! 41–163% of TCP with mutual TLS (median 62%: under the 70% aimed for
+//! whenever the machine is quiet enough for TCP to run ahead) and at
+//! 27–128% of plain TCP (median 37%). A profile of
+//! the QUIC batch run (`perf record --call-graph dwarf`) puts about 70% of
+//! the CPU in quinn (packet assembly with a copy of every byte into its
+//! packet, AES-GCM per packet, ACK processing, UDP send and receive), 12%
+//! in encoding frames and 11% in reading and decoding them. quinn's knobs
+//! did not buy throughput on loopback: a larger MTU (8952, also as the
+//! initial MTU, or 16 000) was no faster or stalled on loss, send fairness
+//! off and a 1 MB initial congestion window were within noise, the
+//! ACK-frequency extension was slower, and turning segmentation offload
+//! (GSO) off cost about 40%. TCP's own figure rose about 2–3× when its
+//! batches got a byte cap (`TcpConfig::batch_max_bytes`) instead of being
+//! encoded as one frame of up to 1024 messages and split again.
 //!
 //! ```
 //! use raftkit::testing::transport::heartbeat;

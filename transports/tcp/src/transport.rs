@@ -211,15 +211,10 @@ impl Transport for TcpTransport {
             return Err(TransportError::Shutdown);
         }
         let shared = &self.shared;
-        let sent = shared
-            .links
-            .send(to, msgs, shared.config.max_frame_bytes, |peer| {
-                spawn_link(shared, peer.clone())
-            });
-        if let Err(TransportError::Wire(e)) = &sent {
-            shared.errors.record(ErrorKind::OversizedMessage);
-            tracing::warn!(peer = %to.id, "refusing to send: {e}");
-        }
+        let max = shared.config.max_frame_bytes;
+        let sent = shared.links.send(to, msgs, max, &shared.errors, |peer| {
+            spawn_link(shared, peer.clone())
+        });
         if sent.is_err() && shared.is_shut.load(Ordering::Acquire) {
             return Err(TransportError::Shutdown);
         }
