@@ -289,8 +289,20 @@ async fn removing_the_current_leader_answers_200_and_the_change_commits() {
         procs[li].log_text()
     );
     put_acked(&c, &rest[0], "after", "removal").await;
-    assert_eq!(
-        get(&c, &rest[1], "before", "linearizable").await,
-        Some((StatusCode::OK, "removal".into()))
-    );
+    // 503 (the new leader's HTTP address not replicated here yet) means retry.
+    wait_until(
+        DEADLINE,
+        "the write before the removal reads back",
+        || async {
+            match get(&c, &rest[1], "before", "linearizable").await? {
+                (StatusCode::OK, v) => {
+                    assert_eq!(v, "removal");
+                    Some(())
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, _) => None,
+                other => panic!("read after the removal: {other:?}"),
+            }
+        },
+    )
+    .await;
 }
