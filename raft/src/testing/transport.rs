@@ -38,6 +38,7 @@ use crate::types::{Configuration, LogIndex, NodeId, ServerAddress, Term};
 pub mod bench;
 pub mod certs;
 mod checks;
+pub mod metrics;
 mod snapshot;
 mod support;
 

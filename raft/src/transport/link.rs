@@ -468,3 +468,143 @@ pub fn drain_closed(queue: &mut mpsc::Receiver<Vec<Message>>) -> Vec<Message> {
     }
     rest
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::{AppendEntriesRequest, MessageBody};
+    use crate::types::{Entry, LogIndex, ServerAddress, Term};
+    use crate::wire::decode_frame;
+
+    const CLUSTER: ClusterId = ClusterId(9);
+
+    fn append(seq: u64, bytes: usize) -> Message {
+        Message {
+            from: "a".into(),
+            from_addr: ServerAddress::new("a"),
+            to: "b".into(),
+            term: Term(1),
+            body: MessageBody::AppendEntriesRequest(AppendEntriesRequest {
+                prev_log_index: LogIndex(seq),
+                prev_log_term: Term(1),
+                entries: vec![Entry::command(
+                    LogIndex(seq + 1),
+                    Term(1),
+                    Bytes::from(vec![1; bytes]),
+                )],
+                leader_commit: LogIndex(0),
+                round: seq,
+            }),
+        }
+    }
+
+    fn seqs(frames: &[Bytes]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for f in frames {
+            match decode_frame(CLUSTER, f) {
+                Ok(Frame::Messages(msgs)) => out.extend(msgs.iter().map(|m| match &m.body {
+                    MessageBody::AppendEntriesRequest(r) => r.round,
+                    other => panic!("unexpected {}", other.kind()),
+                })),
+                other => panic!("not a Messages frame: {other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn frames_keep_to_the_batch_budget_and_the_order() {
+        let limits = BatchLimits {
+            max_messages: 1024,
+            max_batch_bytes: 10_000,
+            max_frame_bytes: 100_000,
+        };
+        let msgs: Vec<Message> = (0..50).map(|i| append(i, 1000 + i as usize * 37)).collect();
+        let errors = ErrorCounts::default();
+        let encoded = encode_messages(CLUSTER, msgs, &limits, &errors);
+        assert!(encoded.frames.len() >= 5, "{} frames", encoded.frames.len());
+        for f in &encoded.frames {
+            assert!(f.len() <= 10_000, "a frame of {} bytes", f.len());
+        }
+        assert_eq!(seqs(&encoded.frames), (0..50).collect::<Vec<_>>());
+        let wire: usize = encoded.frames.iter().map(|f| f.len() + 4).sum();
+        assert_eq!(encoded.wire_bytes, wire);
+        assert_eq!(encoded.kinds, vec![("append_entries", 50)]);
+        assert_eq!(errors.get(ErrorKind::OversizedMessage), 0);
+    }
+
+    #[test]
+    fn a_message_above_the_budget_gets_a_frame_of_its_own() {
+        let limits = BatchLimits {
+            max_messages: 1024,
+            max_batch_bytes: 1000,
+            max_frame_bytes: 100_000,
+        };
+        let msgs = vec![append(0, 10), append(1, 5000), append(2, 10)];
+        let encoded = encode_messages(CLUSTER, msgs, &limits, &ErrorCounts::default());
+        assert_eq!(encoded.frames.len(), 3);
+        assert_eq!(seqs(&encoded.frames), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_message_above_the_frame_limit_is_dropped_and_counted() {
+        let limits = BatchLimits {
+            max_messages: 1024,
+            max_batch_bytes: 1000,
+            max_frame_bytes: 4000,
+        };
+        let errors = ErrorCounts::default();
+        let msgs = vec![append(0, 10), append(1, 5000), append(2, 10)];
+        let encoded = encode_messages(CLUSTER, msgs, &limits, &errors);
+        assert_eq!(seqs(&encoded.frames), vec![0, 2]);
+        assert_eq!(errors.get(ErrorKind::OversizedMessage), 1);
+    }
+
+    #[test]
+    fn fill_batch_stops_at_the_message_and_byte_limits() {
+        let (tx, mut rx) = mpsc::channel(100);
+        for i in 1..40 {
+            tx.try_send(vec![append(i, 1000)])
+                .expect("room in the queue");
+        }
+        let by_bytes = BatchLimits {
+            max_messages: 1024,
+            max_batch_bytes: 1000,
+            max_frame_bytes: 10_000,
+        };
+        let batch = fill_batch(vec![append(0, 1000)], &mut rx, &by_bytes);
+        let bytes: usize = batch.iter().map(message_len).sum();
+        assert!(batch.len() < 15, "{} messages taken", batch.len());
+        assert!((10_000..11_500).contains(&bytes), "{bytes} bytes taken");
+        let by_count = BatchLimits {
+            max_messages: 5,
+            max_batch_bytes: 1000,
+            max_frame_bytes: 1 << 30,
+        };
+        let next = fill_batch(vec![append(100, 1)], &mut rx, &by_count);
+        assert_eq!(next.len(), 5);
+    }
+
+    #[test]
+    fn links_refuse_an_oversized_message_without_queueing() {
+        let links = Links::default();
+        let errors = ErrorCounts::default();
+        let peer = Peer {
+            id: "b".into(),
+            address: ServerAddress::new("b:1"),
+        };
+        let mut spawned = 0;
+        let refused = links.send(&peer, vec![append(0, 5000)], 4000, &errors, |_| {
+            spawned += 1;
+            Link::new(4).0
+        });
+        assert!(matches!(
+            refused,
+            Err(TransportError::Wire(WireError::TooLarge { max: 4000, .. }))
+        ));
+        assert_eq!(spawned, 0, "no link started for a refused send");
+        assert_eq!(errors.get(ErrorKind::OversizedMessage), 1);
+    }
+}
