@@ -12,6 +12,7 @@
 # Usage:
 #   HC_BENCH=/path/to/bench bench/compare.sh          # run, then print the summary
 #   bench/compare.sh summary FILE.jsonl               # only the summary of earlier rows
+#   FLOOR_US=200 bench/compare.sh summary FILE.jsonl  # ... against a floor measured apart
 #
 # HC_BENCH is the harness binary, built outside this repository per
 # shared/bench/hashicorp/README.md (`./run.sh build` in a copy of that folder).
@@ -31,7 +32,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 
 summary() {
     python3 - "$1" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 from collections import defaultdict
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -97,7 +98,14 @@ table(["C", "raftkit ops/s", "HashiCorp ops/s", "ratio", ">=3x", "rk p50", "hc p
 fs = floors.get("fsync_append_4k_fdatasync", [])
 rtt = floors.get("tcp_loopback_pingpong_64B_any", [])
 floor = None
-if fs and rtt:
+if os.environ.get("FLOOR_US"):
+    # A floor measured apart, on a quiet machine (the rounds' floors share the
+    # disk with whatever else runs).
+    floor = float(os.environ["FLOOR_US"])
+    print("\nfloor: FLOOR_US = %.0f us (given)" % floor)
+    if fs:
+        print("  (the rounds measured fdatasync p50 %s us)" % ", ".join("%.0f" % r["p50_us"] for r in fs))
+elif fs and rtt:
     f_fs = statistics.median(r["p50_us"] for r in fs)
     f_rtt = statistics.median(r["p50_us"] for r in rtt)
     floor = f_fs + f_rtt
