@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use support::{
-    client, cluster_profiles, cluster_profiles_with, get, leader_of, put_acked, wait_until, Flavor,
-    NodeSpec, Proc,
+    client, cluster_profiles, cluster_profiles_with, get, leader_of, put_acked, read_linearizable,
+    wait_until, Flavor, NodeSpec, Proc,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -58,13 +58,8 @@ async fn leader_kill9_and_restart(flavor: Flavor) {
     }
     for s in &specs {
         for (k, v) in &acked {
-            let got = get(&c, s, k, "linearizable").await;
-            assert_eq!(
-                got,
-                Some((StatusCode::OK, v.clone())),
-                "{k} read from {}",
-                s.id
-            );
+            let got = read_linearizable(&c, s, k).await;
+            assert_eq!(got, (StatusCode::OK, v.clone()), "{k} read from {}", s.id);
         }
     }
 
@@ -111,10 +106,10 @@ async fn leader_kill9_and_restart(flavor: Flavor) {
     .await;
     for s in &specs {
         for (k, v) in &acked {
-            let got = get(&c, s, k, "linearizable").await;
+            let got = read_linearizable(&c, s, k).await;
             assert_eq!(
                 got,
-                Some((StatusCode::OK, v.clone())),
+                (StatusCode::OK, v.clone()),
                 "{k} read from {} at the end",
                 s.id
             );

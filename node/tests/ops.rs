@@ -12,8 +12,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 use support::{
-    client, cluster_json, cluster_profiles_with, get, joiner_profile, leader_of, put_acked, sample,
-    servers_of, wait_until, Flavor, NodeSpec, Proc,
+    client, cluster_json, cluster_profiles_with, get, joiner_profile, leader_of, put_acked,
+    read_linearizable, sample, servers_of, wait_until, Flavor, NodeSpec, Proc,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -22,13 +22,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 async fn all_readable(c: &reqwest::Client, specs: &[NodeSpec], acked: &BTreeMap<String, String>) {
     for s in specs {
         for (k, v) in acked {
-            let got = get(c, s, k, "linearizable").await;
-            assert_eq!(
-                got,
-                Some((StatusCode::OK, v.clone())),
-                "{k} read from {}",
-                s.id
-            );
+            let got = read_linearizable(c, s, k).await;
+            assert_eq!(got, (StatusCode::OK, v.clone()), "{k} read from {}", s.id);
         }
     }
 }

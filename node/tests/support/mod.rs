@@ -452,3 +452,22 @@ pub fn sample(scrape: &str, name: &str) -> Option<f64> {
         rest.trim().parse().ok()
     })
 }
+
+/// A linearizable read of `key` through `spec`: status and body. A 503
+/// (no leader known, or the leader's HTTP address not known there yet; the
+/// spec's "retry") is retried for up to 30 s; any other answer is returned.
+pub async fn read_linearizable(
+    client: &reqwest::Client,
+    spec: &NodeSpec,
+    key: &str,
+) -> (reqwest::StatusCode, String) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("a linearizable read of {key} via {} answered", spec.id),
+        || async {
+            let (status, body) = get(client, spec, key, "linearizable").await?;
+            (status != reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some((status, body))
+        },
+    )
+    .await
+}
