@@ -1169,6 +1169,26 @@ mod tests {
         assert_eq!(json["transport"], "inmem");
         assert_eq!(json["storage"], "memory");
         assert!(json["healthy"].is_boolean());
+
+        // --json and --csv append one line per run.
+        let dir = tempfile::tempdir().unwrap();
+        let (jpath, cpath) = (dir.path().join("runs.jsonl"), dir.path().join("runs.csv"));
+        for _ in 0..2 {
+            output::append_json(&jpath, &row).unwrap();
+            output::append_csv(&cpath, CSV_COLUMNS, &row).unwrap();
+        }
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jpath)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["ops"], row.ops);
+        let csv = std::fs::read_to_string(&cpath).unwrap();
+        let csv: Vec<&str> = csv.lines().collect();
+        assert_eq!(csv.len(), 3, "a header and two rows");
+        assert_eq!(csv[0], CSV_COLUMNS.join(","));
+        assert_eq!(csv[1].split(',').count(), CSV_COLUMNS.len());
         assert!(table(&[row]).contains("inmem"));
     }
 }
