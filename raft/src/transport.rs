@@ -18,6 +18,7 @@
 pub mod chunks;
 pub mod errors;
 pub mod inbound;
+pub mod limits;
 pub mod link;
 
 use std::future::Future;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use raftkit::transport::limits::{Limits, LimitsError};
 use raftkit::wire::ClusterId;
 
 /// Settings of a [`QuicTransport`](crate::QuicTransport).
@@ -169,10 +170,6 @@ impl Default for QuicConfig {
     }
 }
 
-/// Room a snapshot chunk frame needs beyond its data: header, postcard
-/// framing of offset, length and flag.
-pub(crate) const CHUNK_OVERHEAD_BYTES: usize = 1024;
-
 /// The smallest UDP payload QUIC allows (RFC 9000 §14).
 const MIN_MTU: u16 = 1200;
 
@@ -182,33 +179,10 @@ pub enum QuicConfigError {
     /// Neither `tls` nor `insecure_dev`.
     #[error("no certificates: set tls, or insecure_dev for a development cluster")]
     NoTls,
-    /// A queue, batch or window bound of zero.
-    #[error("{field} must be at least 1")]
-    Zero {
-        /// The field.
-        field: &'static str,
-    },
-    /// Snapshot chunks would not fit in a frame.
-    #[error(
-        "snapshot_chunk_bytes {chunk} plus {CHUNK_OVERHEAD_BYTES} bytes of framing exceeds max_frame_bytes {max}"
-    )]
-    ChunkAboveFrame {
-        /// `snapshot_chunk_bytes`.
-        chunk: usize,
-        /// `max_frame_bytes`.
-        max: usize,
-    },
-    /// The frame length does not fit the 4-byte length prefix.
-    #[error("max_frame_bytes {0} does not fit a 4-byte length prefix")]
-    FrameAbovePrefix(usize),
-    /// Backoff bounds the wrong way round.
-    #[error("backoff_min {min:?} is above backoff_max {max:?}")]
-    BackoffInverted {
-        /// `backoff_min`.
-        min: Duration,
-        /// `backoff_max`.
-        max: Duration,
-    },
+    /// A setting every stream transport checks (a zero bound, chunks that
+    /// do not fit a frame, inverted backoff, ...).
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// The stream window exceeds the connection window, so one stream could
     /// starve the others.
     #[error("stream_receive_window_bytes {stream} is above connection_receive_window_bytes {connection}")]
@@ -250,44 +224,26 @@ impl QuicConfig {
         if self.tls.is_none() && !self.insecure_dev {
             return Err(QuicConfigError::NoTls);
         }
-        for (field, value) in [
-            ("max_frame_bytes", self.max_frame_bytes),
-            ("send_queue_batches", self.send_queue_batches),
-            ("batch_max_messages", self.batch_max_messages),
-            ("batch_max_bytes", self.batch_max_bytes),
-            ("inbound_capacity", self.inbound_capacity),
-            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
-            ("snapshot_chunks_buffered", self.snapshot_chunks_buffered),
-            (
-                "stream_receive_window_bytes",
-                self.stream_receive_window_bytes as usize,
-            ),
-            ("send_window_bytes", self.send_window_bytes as usize),
-            ("udp_buffer_bytes", self.udp_buffer_bytes),
-        ] {
-            if value == 0 {
-                return Err(QuicConfigError::Zero { field });
-            }
+        Limits {
+            nonzero: &[
+                ("send_queue_batches", self.send_queue_batches),
+                ("batch_max_messages", self.batch_max_messages),
+                ("batch_max_bytes", self.batch_max_bytes),
+                ("inbound_capacity", self.inbound_capacity),
+                ("snapshot_chunks_buffered", self.snapshot_chunks_buffered),
+                (
+                    "stream_receive_window_bytes",
+                    self.stream_receive_window_bytes as usize,
+                ),
+                ("send_window_bytes", self.send_window_bytes as usize),
+                ("udp_buffer_bytes", self.udp_buffer_bytes),
+            ],
+            max_frame_bytes: self.max_frame_bytes,
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
         }
-        if u32::try_from(self.max_frame_bytes).is_err() {
-            return Err(QuicConfigError::FrameAbovePrefix(self.max_frame_bytes));
-        }
-        if self
-            .snapshot_chunk_bytes
-            .saturating_add(CHUNK_OVERHEAD_BYTES)
-            > self.max_frame_bytes
-        {
-            return Err(QuicConfigError::ChunkAboveFrame {
-                chunk: self.snapshot_chunk_bytes,
-                max: self.max_frame_bytes,
-            });
-        }
-        if self.backoff_min > self.backoff_max {
-            return Err(QuicConfigError::BackoffInverted {
-                min: self.backoff_min,
-                max: self.backoff_max,
-            });
-        }
+        .check()?;
         if self.stream_receive_window_bytes > self.connection_receive_window_bytes {
             return Err(QuicConfigError::StreamAboveConnectionWindow {
                 stream: self.stream_receive_window_bytes,

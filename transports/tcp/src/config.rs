@@ -93,41 +93,9 @@ impl Default for TcpConfig {
     }
 }
 
-/// Room a snapshot chunk frame needs beyond its data: header, postcard
-/// framing of offset, length and flag.
-pub(crate) const CHUNK_OVERHEAD_BYTES: usize = 1024;
-
-/// A [`TcpConfig`] that cannot work.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TcpConfigError {
-    /// A queue or batch bound of zero.
-    #[error("{field} must be at least 1")]
-    Zero {
-        /// The field.
-        field: &'static str,
-    },
-    /// Snapshot chunks would not fit in a frame.
-    #[error(
-        "snapshot_chunk_bytes {chunk} plus {CHUNK_OVERHEAD_BYTES} bytes of framing exceeds max_frame_bytes {max}"
-    )]
-    ChunkAboveFrame {
-        /// `snapshot_chunk_bytes`.
-        chunk: usize,
-        /// `max_frame_bytes`.
-        max: usize,
-    },
-    /// The frame length does not fit the 4-byte length prefix.
-    #[error("max_frame_bytes {0} does not fit a 4-byte length prefix")]
-    FrameAbovePrefix(usize),
-    /// Backoff bounds the wrong way round.
-    #[error("backoff_min {min:?} is above backoff_max {max:?}")]
-    BackoffInverted {
-        /// `backoff_min`.
-        min: Duration,
-        /// `backoff_max`.
-        max: Duration,
-    },
-}
+/// A [`TcpConfig`] that cannot work (the checks every stream transport
+/// shares).
+pub type TcpConfigError = raftkit::transport::limits::LimitsError;
 
 impl TcpConfig {
     /// The link's batching limits.
@@ -141,38 +109,20 @@ impl TcpConfig {
 
     /// Checks the settings, returning them unchanged when they can work.
     pub fn validate(self) -> Result<TcpConfig, TcpConfigError> {
-        for (field, value) in [
-            ("max_frame_bytes", self.max_frame_bytes),
-            ("send_queue_batches", self.send_queue_batches),
-            ("batch_max_messages", self.batch_max_messages),
-            ("batch_max_bytes", self.batch_max_bytes),
-            ("inbound_capacity", self.inbound_capacity),
-            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
-            ("snapshot_chunks_buffered", self.snapshot_chunks_buffered),
-        ] {
-            if value == 0 {
-                return Err(TcpConfigError::Zero { field });
-            }
+        raftkit::transport::limits::Limits {
+            nonzero: &[
+                ("send_queue_batches", self.send_queue_batches),
+                ("batch_max_messages", self.batch_max_messages),
+                ("batch_max_bytes", self.batch_max_bytes),
+                ("inbound_capacity", self.inbound_capacity),
+                ("snapshot_chunks_buffered", self.snapshot_chunks_buffered),
+            ],
+            max_frame_bytes: self.max_frame_bytes,
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
         }
-        if u32::try_from(self.max_frame_bytes).is_err() {
-            return Err(TcpConfigError::FrameAbovePrefix(self.max_frame_bytes));
-        }
-        if self
-            .snapshot_chunk_bytes
-            .saturating_add(CHUNK_OVERHEAD_BYTES)
-            > self.max_frame_bytes
-        {
-            return Err(TcpConfigError::ChunkAboveFrame {
-                chunk: self.snapshot_chunk_bytes,
-                max: self.max_frame_bytes,
-            });
-        }
-        if self.backoff_min > self.backoff_max {
-            return Err(TcpConfigError::BackoffInverted {
-                min: self.backoff_min,
-                max: self.backoff_max,
-            });
-        }
+        .check()?;
         Ok(self)
     }
 }
