@@ -100,9 +100,11 @@ pub struct QuicConfig {
     /// and well under `idle_timeout`.
     pub keep_alive_interval: Duration,
     /// A connection that hears nothing for this long is dead. Default 10 s:
-    /// ten missed keep-alives. A peer that restarts is noticed at once
-    /// anyway (it answers the old connection with a stateless reset or its
-    /// shutdown sends CONNECTION_CLOSE); this catches a peer that vanished.
+    /// ten missed keep-alives. A peer that restarts is noticed within a
+    /// keep-alive (its shutdown sends CONNECTION_CLOSE; after a crash the
+    /// restarted process answers the old connection with a stateless reset
+    /// whose token it derives from its private key, as before the crash);
+    /// this catches a peer that vanished.
     pub idle_timeout: Duration,
     /// The largest UDP payload path-MTU discovery tries, in bytes (and the
     /// largest this endpoint accepts, at least 1472). Default 1452
@@ -265,9 +267,20 @@ impl QuicConfig {
         Ok(self)
     }
 
-    /// quinn's endpoint settings: accept datagrams up to the MTU bound.
-    pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
-        let mut e = quinn::EndpointConfig::default();
+    /// quinn's endpoint settings: accept datagrams up to the MTU bound;
+    /// stateless-reset tokens and connection ids keyed by `reset_secret`,
+    /// which stays the same across restarts (see `Crypto::reset_secret`).
+    /// Both must survive a crash: the restarted process answers a packet of
+    /// the old connection with a reset only if it recognises the connection
+    /// id as one it could have issued, and the peer believes the reset only
+    /// if its token is the one announced for that id.
+    pub(crate) fn endpoint_config(&self, reset_secret: &[u8; 32]) -> quinn::EndpointConfig {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+        let cid_key = cid_key(reset_secret);
+        let mut e = quinn::EndpointConfig::new(std::sync::Arc::new(key));
+        e.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
         // 1472 is quinn's default; `validate` checked the bound is at least
         // QUIC's minimum of 1200, which quinn accepts.
         let _ = e.max_udp_payload_size(self.mtu_upper_bound.max(1472));
@@ -299,5 +312,42 @@ impl QuicConfig {
         // Raft needs no unreliable datagrams.
         t.datagram_receive_buffer_size(None);
         t
+    }
+}
+
+/// The key of the connection-id generator, derived from the endpoint's
+/// stable secret so that a restarted process recognises the ids it issued
+/// before a crash.
+fn cid_key(reset_secret: &[u8; 32]) -> u64 {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+    let tag = ring::hmac::sign(&key, b"raftkit-quic connection ids");
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_issued_before_a_restart_are_recognised_after_it() {
+        use quinn::ConnectionIdGenerator;
+        use quinn_proto::HashedConnectionIdGenerator;
+        let secret = [7u8; 32];
+        let mut before = HashedConnectionIdGenerator::from_key(cid_key(&secret));
+        let after = HashedConnectionIdGenerator::from_key(cid_key(&secret));
+        let stranger = HashedConnectionIdGenerator::from_key(cid_key(&[8u8; 32]));
+        for _ in 0..32 {
+            let cid = before.generate_cid();
+            assert!(
+                after.validate(&cid).is_ok(),
+                "an id issued before the restart was not recognised after it: {cid}"
+            );
+            assert!(
+                stranger.validate(&cid).is_err(),
+                "an endpoint with another secret accepted {cid}"
+            );
+        }
     }
 }

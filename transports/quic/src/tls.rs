@@ -66,6 +66,23 @@ pub enum TlsError {
 pub(crate) struct Crypto {
     pub(crate) server: quinn::crypto::rustls::QuicServerConfig,
     pub(crate) client: quinn::crypto::rustls::QuicClientConfig,
+    /// The secret behind this endpoint's stateless-reset tokens. It must be
+    /// the same after a restart: a peer that still holds a connection to
+    /// the crashed process only believes a reset whose token the old
+    /// process announced, so a fresh random key would leave that peer
+    /// writing into a dead connection until its idle timeout.
+    pub(crate) reset_secret: [u8; 32],
+}
+
+/// Derives the stateless-reset secret from `material` (the node's private
+/// key, or in dev mode its id), domain-separated from any other use of it.
+fn reset_secret(material: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"raftkit-quic stateless reset key v1\0");
+    ctx.update(material);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl Crypto {
@@ -93,8 +110,8 @@ impl Crypto {
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        Crypto::finish(server, client)
+            .with_client_auth_cert(chain, key.clone_key())?;
+        Crypto::finish(server, client, reset_secret(key.secret_der()))
     }
 
     /// A self-signed certificate for `id`, and verifiers that accept any
@@ -123,12 +140,16 @@ impl Crypto {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain, key)?;
-        Crypto::finish(server, client)
+        // The generated key changes on every start; the id does not. Anyone
+        // who knows the id can forge resets, which dev mode (no peer
+        // authentication at all) does not defend against anyway.
+        Crypto::finish(server, client, reset_secret(id.as_str().as_bytes()))
     }
 
     fn finish(
         mut server: rustls::ServerConfig,
         mut client: rustls::ClientConfig,
+        reset_secret: [u8; 32],
     ) -> Result<Crypto, TlsError> {
         server.alpn_protocols = vec![ALPN.to_vec()];
         client.alpn_protocols = vec![ALPN.to_vec()];
@@ -142,6 +163,7 @@ impl Crypto {
                 .map_err(|e| quic(&e))?,
             client: quinn::crypto::rustls::QuicClientConfig::try_from(client)
                 .map_err(|e| quic(&e))?,
+            reset_secret,
         })
     }
 }
@@ -289,5 +311,30 @@ impl ClientCertVerifier for AnyNamedCert {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reset_secret_survives_a_restart_and_differs_between_servers() {
+        let a = NodeId::new("a");
+        let first = Crypto::insecure_dev(&a).expect("dev crypto").reset_secret;
+        let again = Crypto::insecure_dev(&a).expect("dev crypto").reset_secret;
+        let b = Crypto::insecure_dev(&NodeId::new("b"))
+            .expect("dev crypto")
+            .reset_secret;
+        assert_eq!(
+            first, again,
+            "a restarted dev endpoint got another reset secret"
+        );
+        assert_ne!(first, b, "two servers share a reset secret");
+        assert_ne!(
+            reset_secret(b"key one"),
+            reset_secret(b"key two"),
+            "different private keys gave the same reset secret"
+        );
     }
 }

@@ -127,7 +127,7 @@ impl QuicTransport {
         let socket = udp_socket(addr, config.udp_buffer_bytes)
             .map_err(|source| BindError::Bind { addr, source })?;
         let mut endpoint = quinn::Endpoint::new(
-            config.endpoint_config(),
+            config.endpoint_config(&crypto.reset_secret),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
