@@ -46,7 +46,7 @@ impl LmdbConfig {
     /// # Errors
     /// `StorageError::Invalid` naming the field, its value and the bound.
     pub fn validate(&self) -> StorageResult<()> {
-        if self.map_size < MIN_MAP_SIZE_BYTES || self.map_size % MIN_MAP_SIZE_BYTES != 0 {
+        if self.map_size < MIN_MAP_SIZE_BYTES || !self.map_size.is_multiple_of(MIN_MAP_SIZE_BYTES) {
             return Err(StorageError::Invalid(format!(
                 "map_size is {} bytes; it must be at least {MIN_MAP_SIZE_BYTES} and a multiple of it",
                 self.map_size

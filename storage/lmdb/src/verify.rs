@@ -362,7 +362,7 @@ impl Walker<'_> {
             u64::MAX
         };
         // LMDB may reserve a record larger than the list it then writes.
-        if data.len() % 8 != 0 || count > (data.len() / 8) as u64 - 1 {
+        if !data.len().is_multiple_of(8) || count > (data.len() / 8) as u64 - 1 {
             return Err(self.bad(format!(
                 "{what}: {} bytes for a list of {count}",
                 data.len()

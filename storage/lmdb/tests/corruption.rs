@@ -31,7 +31,7 @@ const STABLE_KEYS: u64 = 20;
 /// overflow pages.
 fn entry(index: u64) -> Entry {
     let mut rng = ChaCha8Rng::seed_from_u64(index);
-    let len = if index % 50 == 0 {
+    let len = if index.is_multiple_of(50) {
         6_000
     } else {
         rng.random_range(0..400)

@@ -375,7 +375,7 @@ impl Sim {
                 }
             }
         }
-        let full = self.steps % 64 == 0;
+        let full = self.steps.is_multiple_of(64);
         self.check(full);
     }
 

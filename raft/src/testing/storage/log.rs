@@ -28,12 +28,12 @@ pub fn sample_entries(indexes: RangeInclusive<u64>, term: u64) -> Vec<Entry> {
 }
 
 fn sample_entry(index: u64, term: u64) -> Entry {
-    let payload = if index % 7 == 0 {
+    let payload = if index.is_multiple_of(7) {
         EntryPayload::Configuration(Configuration::new(vec![
             Server::voter(format!("n{index}"), "127.0.0.1:7001"),
             Server::nonvoter("learner", format!("10.0.0.{}:7000", index % 250).as_str()),
         ]))
-    } else if index % 5 == 0 {
+    } else if index.is_multiple_of(5) {
         EntryPayload::Blank
     } else {
         EntryPayload::Command(Bytes::from(random_bytes(
@@ -408,7 +408,7 @@ fn concurrent_readers_see_only_whole_batches<S: LogStore>(s: Arc<S>) {
                     let finished = done.load(Ordering::Acquire);
                     let got = ok(s.get(LogIndex(1), LogIndex(u64::MAX)), "a concurrent get");
                     assert!(
-                        got.len() as u64 % BATCH == 0,
+                        (got.len() as u64).is_multiple_of(BATCH),
                         "a reader saw {} entries, not a whole number of {BATCH}-entry batches",
                         got.len()
                     );

@@ -49,7 +49,7 @@ pub async fn ordered_delivery<F: TransportFactory>(factory: &mut F, total: u64) 
                 "ordered_delivery: message(s) {next}..{seq} lost on a healthy link"
             );
             next += 1;
-            if next % 64 == 0 || next == total {
+            if next.is_multiple_of(64) || next == total {
                 progress_tx.send_replace(next);
             }
         }
