@@ -3,7 +3,7 @@
 //! See `tests/README.md` for the commands and the verdict line.
 //!
 //! - `ci_tcp_lmdb_kill_partition`, `ci_quic_file_pause_kill`: the short form
-//!   (3 nodes, 60 s each; `RAFTKIT_CHAOS_SECS` shortens or lengthens them).
+//!   (3 nodes, 60 s each; `CHAOS_SECS` shortens or lengthens them).
 //! - `soak` (ignored): configured by environment, 30 min and 5 nodes with
 //!   every nemesis by default.
 //! - `planted_*` (ignored): the harness must report violations when the node
@@ -11,7 +11,7 @@
 //!   log appends before they are durable.
 //!
 //! Partitions need root and `ip`/`tc` (network namespaces). Without them the
-//! partition test prints why and skips, unless `RAFTKIT_CHAOS_REQUIRE_NETNS=1`,
+//! partition test prints why and skips, unless `CHAOS_REQUIRE_NETNS=1`,
 //! which makes it fail.
 
 use std::time::Duration;
@@ -27,16 +27,16 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn apply_env(cfg: &mut ChaosConfig) {
-    if let Some(s) = env_u64("RAFTKIT_CHAOS_SECS") {
+    if let Some(s) = env_u64("CHAOS_SECS") {
         cfg.duration = Duration::from_secs(s);
     }
-    if let Some(s) = env_u64("RAFTKIT_CHAOS_SEED") {
+    if let Some(s) = env_u64("CHAOS_SEED") {
         cfg.seed = s;
     }
 }
 
 /// Runs `cfg`; `None` when the environment cannot run it (printed, or a
-/// failure when `RAFTKIT_CHAOS_REQUIRE_NETNS=1`).
+/// failure when `CHAOS_REQUIRE_NETNS=1`).
 fn run(cfg: &ChaosConfig) -> Option<Report> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -46,8 +46,8 @@ fn run(cfg: &ChaosConfig) -> Option<Report> {
     match rt.block_on(chaos::run(cfg)) {
         Ok(report) => Some(report),
         Err(NotRun::Unsupported(why)) => {
-            let required = std::env::var("RAFTKIT_CHAOS_REQUIRE_NETNS").is_ok_and(|v| v == "1");
-            assert!(!required, "RAFTKIT_CHAOS_REQUIRE_NETNS=1 but {why}");
+            let required = std::env::var("CHAOS_REQUIRE_NETNS").is_ok_and(|v| v == "1");
+            assert!(!required, "CHAOS_REQUIRE_NETNS=1 but {why}");
             println!("SKIPPED chaos run {}: {why}", cfg.name);
             eprintln!("SKIPPED chaos run {}: {why}", cfg.name);
             None
@@ -96,7 +96,7 @@ fn ci_tcp_lmdb_kill_partition() {
     assert_clean(&cfg, &r);
     assert!(
         r.majority_partitions.0 > 0,
-        "no partition that kept a majority was injected; try another RAFTKIT_CHAOS_SEED"
+        "no partition that kept a majority was injected; try another CHAOS_SEED"
     );
     assert_eq!(
         r.majority_partitions.0, r.majority_partitions.1,
@@ -116,9 +116,9 @@ fn ci_quic_file_pause_kill() {
     assert_clean(&cfg, &r);
 }
 
-/// `RAFTKIT_CHAOS_SECS` (1800), `RAFTKIT_CHAOS_NODES` (5),
-/// `RAFTKIT_CHAOS_NEMESES` (all), `RAFTKIT_CHAOS_TRANSPORT` (tcp|quic),
-/// `RAFTKIT_CHAOS_STORAGE` (lmdb|file), `RAFTKIT_CHAOS_SEED`, `RAFTKIT_CHAOS_CLIENTS`.
+/// `CHAOS_SECS` (1800), `CHAOS_NODES` (5),
+/// `CHAOS_NEMESES` (all), `CHAOS_TRANSPORT` (tcp|quic),
+/// `CHAOS_STORAGE` (lmdb|file), `CHAOS_SEED`, `CHAOS_CLIENTS`.
 #[test]
 #[ignore = "soak: 30 minutes by default; run with --ignored"]
 fn soak() {
@@ -128,24 +128,24 @@ fn soak() {
     cfg.nemeses = Fault::ALL.to_vec();
     cfg.clients = 5;
     apply_env(&mut cfg);
-    if let Some(n) = env_u64("RAFTKIT_CHAOS_NODES") {
-        cfg.nodes = usize::try_from(n).expect("RAFTKIT_CHAOS_NODES");
+    if let Some(n) = env_u64("CHAOS_NODES") {
+        cfg.nodes = usize::try_from(n).expect("CHAOS_NODES");
     }
-    if let Some(n) = env_u64("RAFTKIT_CHAOS_CLIENTS") {
-        cfg.clients = usize::try_from(n).expect("RAFTKIT_CHAOS_CLIENTS");
+    if let Some(n) = env_u64("CHAOS_CLIENTS") {
+        cfg.clients = usize::try_from(n).expect("CHAOS_CLIENTS");
     }
-    if let Ok(list) = std::env::var("RAFTKIT_CHAOS_NEMESES") {
-        cfg.nemeses = parse_list(&list).unwrap_or_else(|e| panic!("RAFTKIT_CHAOS_NEMESES: {e}"));
+    if let Ok(list) = std::env::var("CHAOS_NEMESES") {
+        cfg.nemeses = parse_list(&list).unwrap_or_else(|e| panic!("CHAOS_NEMESES: {e}"));
     }
-    match std::env::var("RAFTKIT_CHAOS_TRANSPORT").as_deref() {
+    match std::env::var("CHAOS_TRANSPORT").as_deref() {
         Ok("quic") => cfg.transport = Transport::Quic,
         Ok("tcp") | Err(_) => {}
-        Ok(other) => panic!("RAFTKIT_CHAOS_TRANSPORT={other:?}: expected tcp or quic"),
+        Ok(other) => panic!("CHAOS_TRANSPORT={other:?}: expected tcp or quic"),
     }
-    match std::env::var("RAFTKIT_CHAOS_STORAGE").as_deref() {
+    match std::env::var("CHAOS_STORAGE").as_deref() {
         Ok("file") => cfg.storage = Storage::File,
         Ok("lmdb") | Err(_) => {}
-        Ok(other) => panic!("RAFTKIT_CHAOS_STORAGE={other:?}: expected lmdb or file"),
+        Ok(other) => panic!("CHAOS_STORAGE={other:?}: expected lmdb or file"),
     }
     let Some(r) = run(&cfg) else { return };
     assert_clean(&cfg, &r);

@@ -182,8 +182,9 @@ impl Cluster {
             }
             None => Command::new(&bin),
         };
-        // The node reads RAFTKIT_* as profile keys; the harness's own
-        // settings (RAFTKIT_CHAOS_*) must not reach it.
+        // The node reads every RAFTKIT_* variable as a profile key (and
+        // refuses unknown ones); none from the test's environment may reach
+        // it. The harness's own settings are named CHAOS_* for that reason.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("RAFTKIT_") {
                 cmd.env_remove(name);

@@ -46,7 +46,7 @@ impl Fault {
         Fault::Disk,
     ];
 
-    /// Its name in reports and in `RAFTKIT_CHAOS_NEMESES`.
+    /// Its name in reports and in `CHAOS_NEMESES`.
     pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "kill",
