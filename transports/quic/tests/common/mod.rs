@@ -125,9 +125,9 @@ pub fn raw_client(ca_pem: &Path, client: Option<&TlsFiles>) -> quinn::Endpoint {
 /// Polls `done` until it holds, failing with `what` after 5 s.
 pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut poll = tokio::time::interval(Duration::from_millis(2));
     while !done() {
         assert!(Instant::now() < deadline, "{what}: not within 5 s");
-        // Polling with a deadline, not waiting for a guessed duration.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        poll.tick().await;
     }
 }
