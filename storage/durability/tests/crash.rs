@@ -27,6 +27,7 @@ fn read_file_log(dir: &Path) -> Result<Vec<Entry>, StorageError> {
         dir,
         FileLogOptions {
             segment_size_bytes: 64 << 10,
+            ..FileLogOptions::default()
         },
     )?;
     log.get(LogIndex(0), LogIndex(u64::MAX))

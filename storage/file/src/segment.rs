@@ -15,6 +15,34 @@
 //!
 //! All integers are little-endian. The record header has a CRC of its own so
 //! that a damaged length is told apart from a record cut short by a crash.
+//!
+//! A segment may be preallocated: created at its full size, zero-filled, and
+//! then written in place (see `FileLogOptions::preallocate`). A record never
+//! has a zero length, so the records of a segment end at the first zero
+//! length field, or at the end of the file. The rules of a recovery scan,
+//! where "the end" is the offset the next record would start at:
+//!
+//! - A zero length field (or fewer than four bytes left, all zero) followed
+//!   by nothing but zeros up to the end of the file: the end of the log.
+//! - A zero length field followed by any non-zero byte: `Corrupt`, naming the
+//!   first non-zero byte's offset. Zeros are never skipped to look for more.
+//! - A record failing its checks (header CRC, length, payload CRC, cut short
+//!   by the end of the file) in the last segment, with nothing but zeros
+//!   after it: a torn tail, a crash in the middle of writing the last batch.
+//!   "After it" is after its header if the header fails, else after the
+//!   length the header claims. The caller cuts it off (overwrites it with
+//!   zeros, or shortens the file) and logs it.
+//! - A failing record with any non-zero byte after it, or in any segment but
+//!   the last, or one that passes its CRCs but holds the wrong entry:
+//!   `Corrupt`, naming the file, the offset and the entry index.
+//!
+//! A crash leaves at most one bad record before the zeros, because the last
+//! batch is one positional write over zeros: a SIGKILL stops it part-way, in
+//! order. A power failure may persist the pages of an unsynced batch out of
+//! order; when a later page of it survived an earlier one, open refuses with
+//! `Corrupt` rather than guess which bytes were acknowledged (none were: the
+//! batch was never synced, so deleting the segment's tail by hand from the
+//! reported offset loses nothing that was promised).
 
 use std::path::Path;
 
@@ -101,7 +129,10 @@ pub(crate) enum RecordFault {
         len: usize,
     },
     /// The payload fails its CRC.
-    BadPayloadCrc,
+    BadPayloadCrc {
+        /// The length the header claims.
+        len: usize,
+    },
     /// The payload passes its CRC but is not the expected entry.
     BadEntry(String),
 }
@@ -112,7 +143,7 @@ impl RecordFault {
             RecordFault::ShortHeader => "partial record header".into(),
             RecordFault::BadHeader => "record header fails its CRC32C".into(),
             RecordFault::ShortPayload { len } => format!("record of {len} bytes is cut short"),
-            RecordFault::BadPayloadCrc => "record payload fails its CRC32C".into(),
+            RecordFault::BadPayloadCrc { .. } => "record payload fails its CRC32C".into(),
             RecordFault::BadEntry(why) => why.clone(),
         }
     }
@@ -134,7 +165,7 @@ pub(crate) fn decode_record(buf: &[u8], index: u64) -> Result<(Entry, usize), Re
     }
     let payload = &buf[RECORD_HEADER_LEN..end];
     if crc32c::crc32c(payload) != u32_at(buf, 4) {
-        return Err(RecordFault::BadPayloadCrc);
+        return Err(RecordFault::BadPayloadCrc { len });
     }
     let entry = decode_entry(payload).map_err(|e| {
         RecordFault::BadEntry(format!("record passes its CRC32C but does not decode: {e}"))
@@ -167,57 +198,103 @@ pub(crate) fn corrupt_record(
 pub(crate) struct Scan {
     /// The offset of each record, in index order.
     pub(crate) offsets: Vec<u64>,
-    /// Where the valid records end.
+    /// Where the valid records end: the offset of the next record.
     pub(crate) end: u64,
+    /// Where the bytes to cut off end: past the last non-zero byte of the
+    /// file when there is a torn tail (or a stop) to cut, else `end`.
+    pub(crate) dirty_end: u64,
     /// Set when a torn tail must be cut off at `end`: what was wrong.
     pub(crate) torn: Option<String>,
 }
 
-/// Scans a whole segment, `data`, whose header says `first_index`.
+/// Scans a whole segment, `data`, whose header says `first_index`, by the
+/// rules in the module documentation.
 ///
-/// A fault at the tail of the last segment (`is_last`) is a torn write from a
-/// crash: a partial header or payload, or a record failing its CRC with no
-/// intact record anywhere after it (the unsynced pages of the last batch,
-/// written out of order or zero-filled). It is reported in `Scan::torn` for
-/// the caller to cut off. Any other fault, in particular damage followed by
-/// intact records, is `StorageError::Corrupt`: cutting there would drop
-/// entries that were durable.
+/// `is_last` says whether this is the last segment (the only one that may
+/// hold a torn tail). `stop_at` is the first index of an interrupted
+/// truncation: the scan ends where that entry's record starts, whatever
+/// follows it, and reports everything after as bytes to cut off.
 pub(crate) fn scan(
     path: &Path,
     data: &[u8],
     first_index: u64,
     is_last: bool,
+    stop_at: Option<u64>,
 ) -> StorageResult<Scan> {
     let mut offsets = Vec::new();
     let mut off = HEADER_LEN as usize;
-    while off < data.len() {
+    // Past the last non-zero byte: what a cut at some offset has to zero.
+    let written_end = |from: usize| {
+        data.iter()
+            .rposition(|&b| b != 0)
+            .map_or(from, |p| (p + 1).max(from)) as u64
+    };
+    loop {
         let index = first_index + offsets.len() as u64;
+        if stop_at == Some(index) {
+            return Ok(Scan {
+                offsets,
+                end: off as u64,
+                dirty_end: written_end(off),
+                torn: None,
+            });
+        }
+        if off >= data.len() {
+            break;
+        }
         let rest = &data[off..];
+        if rest[..rest.len().min(4)].iter().all(|&b| b == 0) {
+            // A zero length: the end of the records, if only zeros follow.
+            if let Some(p) = rest.iter().position(|&b| b != 0) {
+                return Err(StorageError::Corrupt(format!(
+                    "{}: offset {}: non-zero bytes after the end of the log (the zero record \
+                     length at offset {off}, where entry index {index} would start, ends it)",
+                    path.display(),
+                    off + p
+                )));
+            }
+            break;
+        }
         match decode_record(rest, index) {
             Ok((_, len)) => {
                 offsets.push(off as u64);
                 off += len;
             }
             Err(fault) => {
-                let torn_tail = is_last
-                    && match &fault {
-                        RecordFault::ShortHeader | RecordFault::ShortPayload { .. } => true,
-                        RecordFault::BadPayloadCrc | RecordFault::BadHeader => {
-                            !has_intact_record(&rest[1..])
-                        }
-                        RecordFault::BadEntry(_) => false,
-                    };
-                if !torn_tail {
-                    return Err(corrupt_record(path, off as u64, index, &fault));
+                // How far the bad record reaches; a crash leaves only zeros past it.
+                let reach = match &fault {
+                    RecordFault::ShortHeader | RecordFault::ShortPayload { .. } => rest.len(),
+                    RecordFault::BadHeader => RECORD_HEADER_LEN,
+                    RecordFault::BadPayloadCrc { len } => RECORD_HEADER_LEN + len,
+                    RecordFault::BadEntry(_) => {
+                        return Err(corrupt_record(path, off as u64, index, &fault));
+                    }
+                };
+                let after = (off + reach).min(data.len());
+                let garbage = data[after..].iter().position(|&b| b != 0);
+                match garbage {
+                    None if is_last => {}
+                    None => return Err(corrupt_record(path, off as u64, index, &fault)),
+                    Some(p) => {
+                        return Err(StorageError::Corrupt(format!(
+                            "{}: offset {off}: entry index {index}: {}; non-zero bytes follow it \
+                             at offset {}, so it is not a torn tail",
+                            path.display(),
+                            fault.describe(),
+                            after + p
+                        )))
+                    }
                 }
+                let dirty_end = written_end(off);
                 let why = format!(
                     "offset {off}: entry index {index}: {} ({} bytes cut off)",
                     fault.describe(),
-                    rest.len()
+                    dirty_end - off as u64
                 );
                 return Ok(Scan {
                     offsets,
                     end: off as u64,
+                    dirty_end,
                     torn: Some(why),
                 });
             }
@@ -226,20 +303,8 @@ pub(crate) fn scan(
     Ok(Scan {
         offsets,
         end: off as u64,
+        dirty_end: off as u64,
         torn: None,
-    })
-}
-
-/// Whether an intact record (header and payload CRCs good) starts at any
-/// offset of `buf`. Only called on the error path of a recovery scan.
-fn has_intact_record(buf: &[u8]) -> bool {
-    (0..buf.len().saturating_sub(RECORD_HEADER_LEN)).any(|at| {
-        let b = &buf[at..];
-        let len = u32_at(b, 0) as usize;
-        len != 0
-            && len <= b.len() - RECORD_HEADER_LEN
-            && crc32c::crc32c(&b[..8]) == u32_at(b, 8)
-            && crc32c::crc32c(&b[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]) == u32_at(b, 4)
     })
 }
 
@@ -297,7 +362,7 @@ mod tests {
         let whole = segment(3);
         let third = whole.len() - record(3).len();
         for cut in third + 1..whole.len() {
-            let s = scan(Path::new("seg"), &whole[..cut], 1, true)
+            let s = scan(Path::new("seg"), &whole[..cut], 1, true, None)
                 .expect("a cut tail is not corruption");
             assert_eq!((s.offsets.len(), s.end), (2, third as u64), "cut at {cut}");
             assert!(s.torn.is_some(), "cut at {cut} should be reported as torn");
@@ -307,7 +372,7 @@ mod tests {
     #[test]
     fn a_cut_in_a_segment_that_is_not_the_last_is_corrupt() {
         let whole = segment(3);
-        let err = scan(Path::new("seg"), &whole[..whole.len() - 3], 1, false).expect_err("cut");
+        let err = scan(Path::new("seg"), &whole[..whole.len() - 3], 1, false, None).expect_err("cut");
         assert!(err.to_string().contains("entry index 3"), "{err}");
     }
 
@@ -318,7 +383,7 @@ mod tests {
         for at in HEADER_LEN as usize..third {
             let mut bad = whole.clone();
             bad[at] ^= 0x01;
-            match scan(Path::new("seg"), &bad, 1, true) {
+            match scan(Path::new("seg"), &bad, 1, true, None) {
                 Err(StorageError::Corrupt(msg)) => assert!(msg.contains("seg: offset"), "{msg}"),
                 other => panic!("flipping byte {at} should be Corrupt, got {other:?}"),
             }
@@ -326,15 +391,22 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_tail_batch_with_nothing_intact_after_it_is_torn() {
+    fn a_garbled_tail_batch_is_corrupt_not_torn() {
         let mut data = segment(5);
         let third = HEADER_LEN as usize + 2 * record(1).len();
-        // The last batch (records 3..=5) reached the disk as garbage, page by page.
+        // The last batch (records 3..=5) reached the disk as garbage: a bad
+        // record followed by non-zero bytes is not what a crash leaves over
+        // zeros, so it is refused rather than cut.
         for (k, b) in data[third..].iter_mut().enumerate() {
             *b = (k as u8).wrapping_mul(31) ^ 0xa7;
         }
-        let s = scan(Path::new("seg"), &data, 1, true).expect("a garbled last batch is torn");
-        assert_eq!((s.offsets.len(), s.end), (2, third as u64));
+        match scan(Path::new("seg"), &data, 1, true, None) {
+            Err(StorageError::Corrupt(msg)) => {
+                assert!(msg.contains(&format!("seg: offset {third}: entry index 3")), "{msg}");
+                assert!(msg.contains("not a torn tail"), "{msg}");
+            }
+            other => panic!("a garbled tail should be Corrupt, got {other:?}"),
+        }
     }
 
     #[test]
@@ -345,20 +417,143 @@ mod tests {
         for b in &mut data[third..fifth] {
             *b = 0;
         }
-        match scan(Path::new("seg"), &data, 1, true) {
+        match scan(Path::new("seg"), &data, 1, true, None) {
             Err(StorageError::Corrupt(msg)) => {
+                assert!(msg.contains(&format!("offset {fifth}: non-zero bytes")), "{msg}");
                 assert!(msg.contains(&format!("offset {third}")), "{msg}")
             }
             other => panic!("damage before an intact record should be Corrupt, got {other:?}"),
         }
     }
 
+    /// A segment of `records` records, zero-filled to `size` bytes.
+    fn preallocated(records: u64, size: usize) -> Vec<u8> {
+        let mut data = segment(records);
+        assert!(data.len() <= size, "the records fit");
+        data.resize(size, 0);
+        data
+    }
+
     #[test]
-    fn a_zero_filled_tail_is_torn() {
+    fn a_zero_tail_ends_the_log_and_is_not_torn() {
+        for is_last in [true, false] {
+            let end = segment(2).len();
+            let s = scan(Path::new("seg"), &preallocated(2, 4096), 1, is_last, None)
+                .expect("a zero tail");
+            assert_eq!((s.offsets.len(), s.end, s.dirty_end), (2, end as u64, end as u64));
+            assert!(s.torn.is_none(), "a zero tail is the end, not a torn tail");
+        }
+        // Fewer than four bytes left, all zero.
         let mut data = segment(2);
-        let end = data.len();
-        data.extend([0u8; 100]);
-        let s = scan(Path::new("seg"), &data, 1, true).expect("zero tail");
-        assert_eq!((s.offsets.len(), s.end), (2, end as u64));
+        data.extend([0u8; 3]);
+        let s = scan(Path::new("seg"), &data, 1, true, None).expect("three zero bytes");
+        assert_eq!((s.offsets.len(), s.torn.is_none()), (2, true));
+        // A segment with a header and nothing else.
+        let s = scan(Path::new("seg"), &preallocated(0, 4096), 1, true, None).expect("empty");
+        assert_eq!((s.offsets.len(), s.end), (0, HEADER_LEN));
+    }
+
+    #[test]
+    fn every_partial_write_of_the_last_record_over_zeros_is_a_torn_tail() {
+        let whole = preallocated(3, 4096);
+        let third = segment(2).len();
+        let third_end = segment(3).len();
+        for cut in third + 1..third_end {
+            // The record's bytes up to `cut` reached the disk, the zeros after it stayed.
+            let mut data = whole.clone();
+            for b in &mut data[cut..third_end] {
+                *b = 0;
+            }
+            let s = scan(Path::new("seg"), &data, 1, true, None)
+                .unwrap_or_else(|e| panic!("cut at {cut}: a partial record is torn: {e}"));
+            assert_eq!((s.offsets.len(), s.end), (2, third as u64), "cut at {cut}");
+            assert!(s.torn.is_some(), "cut at {cut} should be reported as torn");
+            assert!(
+                s.dirty_end <= cut as u64 && data[s.dirty_end as usize..].iter().all(|&b| b == 0),
+                "cut at {cut}: dirty_end {} should cover every non-zero byte",
+                s.dirty_end
+            );
+            // The same in any segment but the last is corruption.
+            match scan(Path::new("seg"), &data, 1, false, None) {
+                Err(StorageError::Corrupt(msg)) => {
+                    assert!(msg.contains(&format!("offset {third}: entry index 3")), "{msg}")
+                }
+                other => panic!("cut at {cut} in a middle segment: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_zero_byte_in_the_zero_tail_is_corrupt_naming_its_offset() {
+        let end = segment(2).len();
+        // Past the length field of the next record: the length is zero, the log
+        // ends there, and the byte after it is refused.
+        for at in [end + 4, end + 11, end + 12, end + 500, 4095] {
+            let mut data = preallocated(2, 4096);
+            data[at] = 0x5a;
+            for is_last in [true, false] {
+                match scan(Path::new("seg"), &data, 1, is_last, None) {
+                    Err(StorageError::Corrupt(msg)) => assert!(
+                        msg.contains(&format!("seg: offset {at}: non-zero bytes after the end")),
+                        "byte {at}: {msg}"
+                    ),
+                    other => panic!("a byte at {at} after the end: expected Corrupt, got {other:?}"),
+                }
+            }
+        }
+        // In the length field itself it is a record header that fails its CRC
+        // with zeros after it: in the last segment, a torn header (a crash
+        // after its first bytes); in any other, corruption.
+        for at in end..end + 4 {
+            let mut data = preallocated(2, 4096);
+            data[at] = 0x5a;
+            let s = scan(Path::new("seg"), &data, 1, true, None).expect("a torn header");
+            assert_eq!((s.offsets.len(), s.end, s.dirty_end), (2, end as u64, at as u64 + 1));
+            assert!(s.torn.is_some(), "byte {at}");
+            match scan(Path::new("seg"), &data, 1, false, None) {
+                Err(StorageError::Corrupt(msg)) => assert!(
+                    msg.contains(&format!("seg: offset {end}: entry index 3")),
+                    "byte {at}: {msg}"
+                ),
+                other => panic!("byte {at} in a middle segment: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_record_followed_by_non_zero_bytes_is_corrupt() {
+        let mut data = preallocated(3, 4096);
+        let third = segment(2).len();
+        let third_end = segment(3).len();
+        // Record 3's payload is damaged; a stray byte lies in the zeros after it.
+        data[third + RECORD_HEADER_LEN + 5] ^= 0x01;
+        data[third_end + 100] = 1;
+        match scan(Path::new("seg"), &data, 1, true, None) {
+            Err(StorageError::Corrupt(msg)) => {
+                assert!(msg.contains(&format!("offset {third}: entry index 3")), "{msg}");
+                assert!(msg.contains(&format!("at offset {}", third_end + 100)), "{msg}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // Without the stray byte it is a torn tail.
+        data[third_end + 100] = 0;
+        let s = scan(Path::new("seg"), &data, 1, true, None).expect("torn");
+        assert_eq!((s.offsets.len(), s.dirty_end), (2, third_end as u64));
+    }
+
+    #[test]
+    fn a_stop_index_ends_the_scan_whatever_follows() {
+        let mut data = preallocated(5, 4096);
+        let third = segment(2).len();
+        let fifth_end = segment(5).len();
+        // What lies past the stop is not looked at: half of it is zeroed.
+        for b in &mut data[third + 3..third + 40] {
+            *b = 0;
+        }
+        let s = scan(Path::new("seg"), &data, 1, true, Some(3)).expect("stopped");
+        assert_eq!(
+            (s.offsets.len(), s.end, s.dirty_end, s.torn.is_none()),
+            (2, third as u64, fifth_end as u64, true)
+        );
     }
 }

@@ -18,6 +18,7 @@ fn must<T>(r: Result<T, StorageError>, what: &str) -> T {
 fn small_segments() -> FileLogOptions {
     FileLogOptions {
         segment_size_bytes: 64 << 10,
+        ..FileLogOptions::default()
     }
 }
 

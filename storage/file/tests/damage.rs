@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 const SEGMENT: FileLogOptions = FileLogOptions {
     segment_size_bytes: MIN_SEGMENT_SIZE_BYTES,
+    preallocate: true,
 };
 
 fn entries(n: u64) -> Vec<Entry> {

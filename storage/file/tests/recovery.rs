@@ -12,6 +12,7 @@ use raftkit_file::{
 
 const SEGMENT: FileLogOptions = FileLogOptions {
     segment_size_bytes: MIN_SEGMENT_SIZE_BYTES,
+    preallocate: true,
 };
 const HEADER_LEN: usize = 32;
 const RECORD_HEADER_LEN: usize = 12;
@@ -54,18 +55,32 @@ fn first_index_of(segment: &Path) -> u64 {
     stem.parse().expect("a segment named by its first index")
 }
 
-/// The (offset, index) of each record of a segment, by walking the lengths.
-fn records(segment: &Path) -> Vec<(usize, u64)> {
+/// The (offset, index) of each record of a segment, by walking the lengths
+/// up to the first zero length (the zero-filled tail of a preallocated
+/// segment), and the offset where the records end.
+fn records_and_end(segment: &Path) -> (Vec<(usize, u64)>, usize) {
     let data = fs::read(segment).expect("reading a segment");
     let (mut off, mut index, mut out) = (HEADER_LEN, first_index_of(segment), Vec::new());
     while off + RECORD_HEADER_LEN <= data.len() {
-        out.push((off, index));
         let len =
             u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        if len == 0 {
+            break;
+        }
+        out.push((off, index));
         off += RECORD_HEADER_LEN + len;
         index += 1;
     }
-    out
+    (out, off)
+}
+
+fn records(segment: &Path) -> Vec<(usize, u64)> {
+    records_and_end(segment).0
+}
+
+/// Where the records of a segment end (its file may be longer, zero-filled).
+fn data_end(segment: &Path) -> u64 {
+    records_and_end(segment).1 as u64
 }
 
 fn flip_byte(path: &Path, at: usize) {
@@ -159,7 +174,8 @@ fn a_flipped_byte_before_the_last_record_of_the_last_segment_is_corrupt() {
 fn a_tail_cut_mid_record_is_recovered_and_earlier_records_survive() {
     let dir = written_log(200);
     let last = segments(dir.path()).pop().expect("a segment");
-    let len = fs::metadata(&last).expect("metadata").len();
+    // The records end before the file does: the rest was zero-filled ahead.
+    let len = data_end(&last);
     fs::OpenOptions::new()
         .write(true)
         .open(&last)
@@ -206,7 +222,7 @@ fn a_zero_filled_tail_is_recovered() {
 fn a_cut_in_a_segment_that_is_not_the_last_is_corrupt() {
     let dir = written_log(200);
     let files = segments(dir.path());
-    let len = fs::metadata(&files[0]).expect("metadata").len();
+    let len = data_end(&files[0]);
     fs::OpenOptions::new()
         .write(true)
         .open(&files[0])
@@ -297,6 +313,7 @@ fn a_segment_size_below_the_minimum_is_invalid() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let options = FileLogOptions {
         segment_size_bytes: MIN_SEGMENT_SIZE_BYTES - 1,
+        ..FileLogOptions::default()
     };
     assert!(matches!(
         FileLogStore::open(dir.path(), options),

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Path::new(&dir),
             FileLogOptions {
                 segment_size_bytes: FILE_SEGMENT_BYTES,
+                ..FileLogOptions::default()
             },
         )
         .and_then(|log| run(&log, seed, term, next)),

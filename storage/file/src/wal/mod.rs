@@ -6,18 +6,38 @@
 //!    00000000000000000001.wal      segment: entries 1..=k
 //!    0000000000000000000k+1.wal    segment: entries k+1..   (the active one)
 //!    wal.truncate                  only during truncate_suffix: the intent
+//!    spare.wal.tmp                 the next segment, being zero-filled ahead
 //! ```
 //!
-//! `append` writes the batch to the active segment with positional writes and
-//! calls `fdatasync` once; a batch that does not fit rolls to a new segment,
-//! which is created under a temporary name, synced and renamed in. Readers
+//! `append` writes the batch to the active segment with positional writes at
+//! the in-memory end of its records and calls `fdatasync` once; a batch that
+//! does not fit rolls to a new segment.
+//!
+//! With `preallocate` (the default) every segment is created at its full
+//! size and zero-filled with real writes, then synced, before it is used: an
+//! append then overwrites blocks the file already has, and its `fdatasync`
+//! commits data alone, not the file's size and extents as well (on ext4 that
+//! saves a journal commit per append). `fallocate` would not do: it leaves
+//! unwritten extents whose conversion costs the same commit. A background
+//! thread keeps one spare segment zero-filled ahead (`spare.wal.tmp`); at a
+//! roll the spare gets its header, is synced and renamed into place, and the
+//! directory is synced. When the spare is not ready yet the new segment is
+//! prepared synchronously under `<first>.wal.tmp` instead; an error while
+//! preparing the spare fails the append that needed it. Disk usage is up to
+//! (segments + 1 spare) x `segment_size_bytes`.
+//!
+//! Without `preallocate`, a new segment is just a header (written under a
+//! temporary name, synced, renamed in) and appends grow the file. Readers
 //! take a read lock on the in-memory index and read the files directly; the
 //! index is updated only after the data is durable, so a reader sees whole
 //! batches or nothing of them.
 
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use raftkit::{Entry, LogIndex, LogStore, StorageError, StorageResult};
 
@@ -31,6 +51,8 @@ use recovery::{recover, truncate_segments, write_truncate_intent};
 const LOCK_FILE: &str = "wal.lock";
 const TRUNCATE_INTENT: &str = "wal.truncate";
 const SEGMENT_SUFFIX: &str = ".wal";
+/// The spare segment being prepared; `.wal.tmp`, so that open sweeps it.
+const SPARE_FILE: &str = "spare.wal.tmp";
 
 /// Settings of a [`FileLogStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +63,13 @@ pub struct FileLogOptions {
     /// compact sooner; larger ones mean fewer files. Default 64 MiB; at least
     /// 4 KiB.
     pub segment_size_bytes: u64,
+    /// Create every segment at its full size, zero-filled and synced, before
+    /// it is used, so that an append overwrites allocated blocks and its
+    /// `fdatasync` does not also commit the file's new size. One spare
+    /// segment is kept prepared ahead by a background thread, so the log
+    /// takes up to (segments + 1) x `segment_size_bytes` of disk, whatever it
+    /// holds. Default true; false appends at the end of growing files.
+    pub preallocate: bool,
 }
 
 impl Default for FileLogOptions {
@@ -49,6 +78,7 @@ impl Default for FileLogOptions {
         // most, small enough that compaction frees space promptly.
         FileLogOptions {
             segment_size_bytes: 64 << 20,
+            preallocate: true,
         }
     }
 }
@@ -90,7 +120,31 @@ struct Inner {
     /// Serialises writers. Holds why the store stopped, after a failed write:
     /// the files may then differ from the index, so it takes no more writes.
     writer: Mutex<Option<String>>,
+    /// The spare segment being prepared, if any. Locked only by writers.
+    spare: Mutex<Option<SpareJob>>,
     _lock: DirLock,
+}
+
+/// A background preparation of the spare segment.
+#[derive(Debug)]
+struct SpareJob {
+    handle: JoinHandle<io::Result<File>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let job = match self.spare.get_mut() {
+            Ok(slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(job) = job {
+            job.cancel.store(true, Ordering::Relaxed);
+            // The thread stops within one chunk (or one final sync).
+            let _ = job.handle.join();
+            let _ = fs::remove_file(self.dir.join(SPARE_FILE));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -160,12 +214,13 @@ impl FileLogStore {
         }
         fsutil::create_dir(&dir)?;
         let lock = DirLock::acquire(&dir, LOCK_FILE)?;
-        let wal = recover(&dir)?;
+        let wal = recover(&dir, options.preallocate)?;
         let inner = Inner {
             dir,
             options,
             wal: RwLock::new(wal),
             writer: Mutex::new(None),
+            spare: Mutex::new(None),
             _lock: lock,
         };
         Ok(FileLogStore {
@@ -216,24 +271,74 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}{SEGMENT_SUFFIX}"))
 }
 
+/// The size of the zero writes that fill a segment.
+const FILL_CHUNK: usize = 1 << 20;
+
+/// Creates (or replaces) `path` as a file of `size` bytes, written for real
+/// with zeros after `header` (if any), and synced. Gives up with
+/// `Interrupted` between chunks once `cancel` is set.
+fn prepare_file(
+    path: &Path,
+    size: u64,
+    header: Option<&[u8]>,
+    cancel: &AtomicBool,
+) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let mut off = 0u64;
+    if let Some(h) = header {
+        fsutil::write_all_at(&file, h, 0)?;
+        off = h.len() as u64;
+    }
+    let zeros = vec![0u8; FILL_CHUNK];
+    while off < size {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the log was closed while its spare segment was being prepared",
+            ));
+        }
+        // Chunks end on multiples of FILL_CHUNK, so whole blocks get written.
+        let n = (FILL_CHUNK as u64 - off % FILL_CHUNK as u64).min(size - off);
+        fsutil::write_all_at(&file, &zeros[..n as usize], off)?;
+        off += n;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
 impl Inner {
-    /// Creates a segment starting at `first`: header written under a
-    /// temporary name, synced, renamed in, directory synced.
+    /// Creates a segment starting at `first`, ready to be appended to: with
+    /// `preallocate`, the spare segment if it is ready, else one zero-filled
+    /// now; without, a header alone. Either way the file is synced under a
+    /// temporary name before it is renamed in and the directory synced.
     fn create_segment(&self, first: u64) -> StorageResult<Pending> {
         let path = segment_path(&self.dir, first);
-        let tmp = fsutil::temp_path(&path);
-        let make = || -> std::io::Result<File> {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            fsutil::write_all_at(&file, &segment::encode_header(first), 0)?;
-            file.sync_all()?;
-            Ok(file)
+        let header = segment::encode_header(first);
+        let (tmp, file) = match self.take_spare()? {
+            Some(file) => {
+                let tmp = self.dir.join(SPARE_FILE);
+                fsutil::write_all_at(&file, &header, 0)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| StorageError::io("writing the header of", tmp.display(), e))?;
+                (tmp, file)
+            }
+            None => {
+                let tmp = fsutil::temp_path(&path);
+                let size = if self.options.preallocate {
+                    self.options.segment_size_bytes
+                } else {
+                    HEADER_LEN
+                };
+                let file = prepare_file(&tmp, size, Some(&header), &AtomicBool::new(false))
+                    .map_err(|e| StorageError::io("creating segment", tmp.display(), e))?;
+                (tmp, file)
+            }
         };
-        let file = make().map_err(|e| StorageError::io("creating segment", tmp.display(), e))?;
         fs::rename(&tmp, &path).map_err(|e| {
             StorageError::io(format!("renaming {} to", tmp.display()), path.display(), e)
         })?;
@@ -247,6 +352,57 @@ impl Inner {
             buf: Vec::new(),
             offsets: Vec::new(),
         })
+    }
+
+    /// The spare segment if its preparation has finished; `None` if there is
+    /// none or it is still being written (it is then kept for a later roll).
+    /// A failed preparation is an error here, where the spare is needed.
+    fn take_spare(&self) -> StorageResult<Option<File>> {
+        let mut slot = self.spare.lock().map_err(|_| poisoned())?;
+        let Some(job) = slot.take() else {
+            return Ok(None);
+        };
+        if !job.handle.is_finished() {
+            *slot = Some(job);
+            return Ok(None);
+        }
+        let path = self.dir.join(SPARE_FILE);
+        match job.handle.join() {
+            Ok(Ok(file)) => Ok(Some(file)),
+            Ok(Err(e)) => Err(StorageError::io("preparing the spare segment", path.display(), e)),
+            Err(_) => Err(StorageError::Other(format!(
+                "the thread preparing the spare segment {} panicked",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Starts preparing a spare segment in the background, unless one is
+    /// already there or preallocation is off.
+    fn ensure_spare(&self) -> StorageResult<()> {
+        if !self.options.preallocate {
+            return Ok(());
+        }
+        let mut slot = self.spare.lock().map_err(|_| poisoned())?;
+        if slot.is_some() {
+            return Ok(());
+        }
+        let path = self.dir.join(SPARE_FILE);
+        let size = self.options.segment_size_bytes;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&cancel);
+        let spawned = std::thread::Builder::new()
+            .name("raftkit-wal-spare".into())
+            .spawn(move || prepare_file(&path, size, None, &stop));
+        match spawned {
+            Ok(handle) => *slot = Some(SpareJob { handle, cancel }),
+            // Not fatal: the next roll prepares its segment synchronously.
+            Err(e) => tracing::warn!(
+                dir = %self.dir.display(),
+                "cannot start a thread to prepare a spare segment: {e}"
+            ),
+        }
+        Ok(())
     }
 
     /// Writes and syncs a pending segment write.
@@ -308,7 +464,9 @@ impl Inner {
             self.flush(&t)?;
             done.push(t);
         }
-        self.publish(done)
+        self.publish(done)?;
+        // The active segment is in use: have its successor ready ahead.
+        self.ensure_spare()
     }
 
     /// Makes durable writes visible to readers.
@@ -343,7 +501,7 @@ impl Inner {
         // The intent makes the truncation all-or-nothing across a crash:
         // recovery finishes it if this file exists.
         write_truncate_intent(&self.dir, from)?;
-        truncate_segments(&self.dir, &mut wal, from)?;
+        truncate_segments(&self.dir, &mut wal, from, self.options.preallocate)?;
         fsutil::remove_file_if_exists(&self.dir.join(TRUNCATE_INTENT))?;
         fsutil::sync_dir(&self.dir)
     }

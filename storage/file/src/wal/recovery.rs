@@ -1,10 +1,18 @@
 //! Opening the log: from the files on disk back to the in-memory index.
 //!
 //! ```text
-//!  list *.wal (remove *.wal.tmp) ──▶ finish an interrupted truncation (wal.truncate)
-//!    ──▶ per segment: header, records, CRCs; cut a torn tail of the last one
+//!  list *.wal (remove *.wal.tmp: spare and half-made segments)
+//!    ──▶ finish an interrupted truncation (wal.truncate)
+//!    ──▶ per segment: header, records, CRCs, zero tail (rules in segment.rs);
+//!        cut a torn tail of the last one
 //!    ──▶ check that segments are contiguous
 //! ```
+//!
+//! Cutting bytes off a segment (a torn tail, or the rest of an interrupted
+//! truncation) overwrites them with zeros and syncs when the log
+//! preallocates, and shortens the file otherwise. Zeroing runs under a
+//! truncation intent, so a crash in the middle of it is finished on the next
+//! open instead of leaving half-zeroed bytes that would read as corruption.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -55,7 +63,7 @@ pub(super) fn list_segments(dir: &Path) -> StorageResult<Vec<(u64, PathBuf)>> {
 
 /// Rebuilds the index from the files: finishes an interrupted truncation,
 /// cuts a torn tail, checks that segments are contiguous.
-pub(super) fn recover(dir: &Path) -> StorageResult<Wal> {
+pub(super) fn recover(dir: &Path, preallocate: bool) -> StorageResult<Wal> {
     let intent = read_truncate_intent(dir)?;
     let mut files = list_segments(dir)?;
     if let Some(from) = intent {
@@ -69,7 +77,8 @@ pub(super) fn recover(dir: &Path) -> StorageResult<Wal> {
     let mut wal = Wal::default();
     let count = files.len();
     for (k, (name_first, path)) in files.into_iter().enumerate() {
-        if let Some(seg) = load_segment(dir, name_first, path, k + 1 == count)? {
+        if let Some(seg) = load_segment(dir, name_first, path, k + 1 == count, intent, preallocate)?
+        {
             if let Some(prev) = wal.segments.last() {
                 if seg.first != prev.last() + 1 {
                     return Err(StorageError::Corrupt(format!(
@@ -85,7 +94,7 @@ pub(super) fn recover(dir: &Path) -> StorageResult<Wal> {
         }
     }
     if let Some(from) = intent {
-        truncate_segments(dir, &mut wal, from)?;
+        truncate_segments(dir, &mut wal, from, preallocate)?;
         fsutil::remove_file_if_exists(&dir.join(TRUNCATE_INTENT))?;
         fsutil::sync_dir(dir)?;
     }
@@ -93,11 +102,15 @@ pub(super) fn recover(dir: &Path) -> StorageResult<Wal> {
 }
 
 /// Loads one segment; `None` when it holds no record (and is then removed).
+/// `intent` is the first index of an interrupted truncation: records from it
+/// on are not read but cut off.
 pub(super) fn load_segment(
     dir: &Path,
     name_first: u64,
     path: PathBuf,
     is_last: bool,
+    intent: Option<u64>,
+    preallocate: bool,
 ) -> StorageResult<Option<Segment>> {
     let data =
         fs::read(&path).map_err(|e| StorageError::io("reading segment", path.display(), e))?;
@@ -115,15 +128,8 @@ pub(super) fn load_segment(
             path.display()
         )));
     }
-    let scan = segment::scan(&path, &data, first, is_last)?;
+    let scan = segment::scan(&path, &data, first, is_last, intent)?;
     drop(data);
-    if let Some(why) = &scan.torn {
-        tracing::warn!(segment = %path.display(), "cutting off a torn tail: {why}");
-        let file = open_segment_file(&path)?;
-        file.set_len(scan.end)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| StorageError::io("cutting off a torn tail of", path.display(), e))?;
-    }
     if scan.offsets.is_empty() {
         if !is_last {
             return Err(StorageError::Corrupt(format!(
@@ -131,11 +137,32 @@ pub(super) fn load_segment(
                 path.display()
             )));
         }
+        if let Some(why) = &scan.torn {
+            tracing::warn!(segment = %path.display(), "removing a last segment whose only record is torn: {why}");
+        }
+        // No durable record: a crash after the segment was made, or during its first append.
         fsutil::remove_file_if_exists(&path)?;
         fsutil::sync_dir(dir)?;
         return Ok(None);
     }
-    let file = Arc::new(open_segment_file(&path)?);
+    let file = open_segment_file(&path)?;
+    if scan.dirty_end > scan.end {
+        let cut_index = first + scan.offsets.len() as u64;
+        if let Some(why) = &scan.torn {
+            tracing::warn!(segment = %path.display(), "cutting off a torn tail: {why}");
+            if preallocate {
+                // Zeroing is not atomic: a crash part-way finishes it on the next open.
+                write_truncate_intent(dir, cut_index)?;
+            }
+        }
+        cut(&file, scan.end, scan.dirty_end, preallocate)
+            .map_err(|e| StorageError::io("cutting off the tail of", path.display(), e))?;
+        if scan.torn.is_some() && preallocate {
+            fsutil::remove_file_if_exists(&dir.join(TRUNCATE_INTENT))?;
+            fsutil::sync_dir(dir)?;
+        }
+    }
+    let file = Arc::new(file);
     Ok(Some(Segment {
         first,
         path,
@@ -170,9 +197,32 @@ pub(super) fn write_truncate_intent(dir: &Path, from: u64) -> StorageResult<()> 
     fsutil::write_atomic(&dir.join(TRUNCATE_INTENT), &bytes)
 }
 
+/// Removes the bytes `from..to` of a segment for good: overwrites them with
+/// zeros and syncs (`preallocate`), or shortens the file to `from` and syncs.
+pub(super) fn cut(file: &File, from: u64, to: u64, preallocate: bool) -> std::io::Result<()> {
+    if !preallocate {
+        return file.set_len(from).and_then(|()| file.sync_all());
+    }
+    let zeros = vec![0u8; (to - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64);
+        fsutil::write_all_at(file, &zeros[..n as usize], at)?;
+        at += n;
+    }
+    file.sync_data()
+}
+
 /// Removes every entry with index >= `from`: whole segments from the newest
-/// back, synced, then the segment holding `from` is cut at that record.
-pub(super) fn truncate_segments(dir: &Path, wal: &mut Wal, from: u64) -> StorageResult<()> {
+/// back, synced, then the segment holding `from` is cut at that record (its
+/// records from there on zeroed or cut off, see [`cut`]), so that no stale
+/// record can be read back after the end, even by a later open.
+pub(super) fn truncate_segments(
+    dir: &Path,
+    wal: &mut Wal,
+    from: u64,
+    preallocate: bool,
+) -> StorageResult<()> {
     let mut removed = false;
     while let Some(seg) = wal.segments.last() {
         if seg.first < from {
@@ -187,13 +237,11 @@ pub(super) fn truncate_segments(dir: &Path, wal: &mut Wal, from: u64) -> Storage
     }
     if let Some(seg) = wal.segments.last_mut() {
         if seg.last() >= from {
-            let cut = seg.offset_of(from);
-            seg.file
-                .set_len(cut)
-                .and_then(|()| seg.file.sync_all())
+            let at = seg.offset_of(from);
+            cut(&seg.file, at, seg.end, preallocate)
                 .map_err(|e| StorageError::io("truncating segment", seg.path.display(), e))?;
             seg.offsets.truncate((from - seg.first) as usize);
-            seg.end = cut;
+            seg.end = at;
         }
     }
     Ok(())
