@@ -372,7 +372,8 @@ mod tests {
     #[test]
     fn a_cut_in_a_segment_that_is_not_the_last_is_corrupt() {
         let whole = segment(3);
-        let err = scan(Path::new("seg"), &whole[..whole.len() - 3], 1, false, None).expect_err("cut");
+        let err =
+            scan(Path::new("seg"), &whole[..whole.len() - 3], 1, false, None).expect_err("cut");
         assert!(err.to_string().contains("entry index 3"), "{err}");
     }
 
@@ -402,7 +403,10 @@ mod tests {
         }
         match scan(Path::new("seg"), &data, 1, true, None) {
             Err(StorageError::Corrupt(msg)) => {
-                assert!(msg.contains(&format!("seg: offset {third}: entry index 3")), "{msg}");
+                assert!(
+                    msg.contains(&format!("seg: offset {third}: entry index 3")),
+                    "{msg}"
+                );
                 assert!(msg.contains("not a torn tail"), "{msg}");
             }
             other => panic!("a garbled tail should be Corrupt, got {other:?}"),
@@ -419,7 +423,10 @@ mod tests {
         }
         match scan(Path::new("seg"), &data, 1, true, None) {
             Err(StorageError::Corrupt(msg)) => {
-                assert!(msg.contains(&format!("offset {fifth}: non-zero bytes")), "{msg}");
+                assert!(
+                    msg.contains(&format!("offset {fifth}: non-zero bytes")),
+                    "{msg}"
+                );
                 assert!(msg.contains(&format!("offset {third}")), "{msg}")
             }
             other => panic!("damage before an intact record should be Corrupt, got {other:?}"),
@@ -440,7 +447,10 @@ mod tests {
             let end = segment(2).len();
             let s = scan(Path::new("seg"), &preallocated(2, 4096), 1, is_last, None)
                 .expect("a zero tail");
-            assert_eq!((s.offsets.len(), s.end, s.dirty_end), (2, end as u64, end as u64));
+            assert_eq!(
+                (s.offsets.len(), s.end, s.dirty_end),
+                (2, end as u64, end as u64)
+            );
             assert!(s.torn.is_none(), "a zero tail is the end, not a torn tail");
         }
         // Fewer than four bytes left, all zero.
@@ -476,9 +486,14 @@ mod tests {
             // The same in any segment but the last is corruption.
             match scan(Path::new("seg"), &data, 1, false, None) {
                 Err(StorageError::Corrupt(msg)) => {
-                    assert!(msg.contains(&format!("offset {third}: entry index 3")), "{msg}")
+                    assert!(
+                        msg.contains(&format!("offset {third}: entry index 3")),
+                        "{msg}"
+                    )
                 }
-                other => panic!("cut at {cut} in a middle segment: expected Corrupt, got {other:?}"),
+                other => {
+                    panic!("cut at {cut} in a middle segment: expected Corrupt, got {other:?}")
+                }
             }
         }
     }
@@ -497,7 +512,9 @@ mod tests {
                         msg.contains(&format!("seg: offset {at}: non-zero bytes after the end")),
                         "byte {at}: {msg}"
                     ),
-                    other => panic!("a byte at {at} after the end: expected Corrupt, got {other:?}"),
+                    other => {
+                        panic!("a byte at {at} after the end: expected Corrupt, got {other:?}")
+                    }
                 }
             }
         }
@@ -508,7 +525,10 @@ mod tests {
             let mut data = preallocated(2, 4096);
             data[at] = 0x5a;
             let s = scan(Path::new("seg"), &data, 1, true, None).expect("a torn header");
-            assert_eq!((s.offsets.len(), s.end, s.dirty_end), (2, end as u64, at as u64 + 1));
+            assert_eq!(
+                (s.offsets.len(), s.end, s.dirty_end),
+                (2, end as u64, at as u64 + 1)
+            );
             assert!(s.torn.is_some(), "byte {at}");
             match scan(Path::new("seg"), &data, 1, false, None) {
                 Err(StorageError::Corrupt(msg)) => assert!(
@@ -530,8 +550,14 @@ mod tests {
         data[third_end + 100] = 1;
         match scan(Path::new("seg"), &data, 1, true, None) {
             Err(StorageError::Corrupt(msg)) => {
-                assert!(msg.contains(&format!("offset {third}: entry index 3")), "{msg}");
-                assert!(msg.contains(&format!("at offset {}", third_end + 100)), "{msg}");
+                assert!(
+                    msg.contains(&format!("offset {third}: entry index 3")),
+                    "{msg}"
+                );
+                assert!(
+                    msg.contains(&format!("at offset {}", third_end + 100)),
+                    "{msg}"
+                );
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }

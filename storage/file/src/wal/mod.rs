@@ -369,7 +369,11 @@ impl Inner {
         let path = self.dir.join(SPARE_FILE);
         match job.handle.join() {
             Ok(Ok(file)) => Ok(Some(file)),
-            Ok(Err(e)) => Err(StorageError::io("preparing the spare segment", path.display(), e)),
+            Ok(Err(e)) => Err(StorageError::io(
+                "preparing the spare segment",
+                path.display(),
+                e,
+            )),
             Err(_) => Err(StorageError::Other(format!(
                 "the thread preparing the spare segment {} panicked",
                 path.display()
@@ -609,5 +613,172 @@ impl LogStore for FileLogStore {
 
     fn purge_prefix(&self, upto: LogIndex) -> StorageResult<()> {
         self.write(|inner| inner.purge_prefix(upto.0))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use raftkit::Term;
+
+    use super::*;
+
+    const SIZE: u64 = MIN_SEGMENT_SIZE_BYTES;
+
+    fn options() -> FileLogOptions {
+        FileLogOptions {
+            segment_size_bytes: SIZE,
+            preallocate: true,
+        }
+    }
+
+    fn entry(i: u64) -> Entry {
+        Entry::command(LogIndex(i), Term(1), vec![i as u8; 200].into())
+    }
+
+    fn segment_count(log: &FileLogStore) -> usize {
+        log.inner.wal.read().expect("wal lock").segments.len()
+    }
+
+    /// Appends one entry at a time until the log has one more segment.
+    fn append_until_roll(log: &FileLogStore, next: &mut u64) -> StorageResult<()> {
+        let before = segment_count(log);
+        while segment_count(log) == before {
+            log.append(&[entry(*next)])?;
+            *next += 1;
+            assert!(*next < 10_000, "no roll after {next} entries");
+        }
+        Ok(())
+    }
+
+    fn spare_finished(log: &FileLogStore) -> bool {
+        let slot = log.inner.spare.lock().expect("spare lock");
+        slot.as_ref().is_some_and(|job| job.handle.is_finished())
+    }
+
+    fn wait_for_spare(log: &FileLogStore) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !spare_finished(log) {
+            assert!(
+                Instant::now() < deadline,
+                "the spare segment was not prepared within 30 s"
+            );
+            std::thread::park_timeout(Duration::from_millis(2));
+        }
+    }
+
+    /// Checks that `path` is a full-size segment, zero after its records.
+    fn assert_preallocated(log: &FileLogStore, path: &Path) {
+        let data = fs::read(path).expect("reading the segment");
+        assert_eq!(
+            data.len() as u64,
+            SIZE,
+            "{} is preallocated",
+            path.display()
+        );
+        let wal = log.inner.wal.read().expect("wal lock");
+        let seg = wal
+            .segments
+            .iter()
+            .find(|s| s.path == path)
+            .expect("a segment of the log");
+        assert!(
+            data[seg.end as usize..].iter().all(|&b| b == 0),
+            "{} is zero after its records",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn a_roll_with_a_ready_spare_renames_the_spare_into_place() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = FileLogStore::open(dir.path(), options()).expect("open");
+        let mut next = 1;
+        log.append(&[entry(next)]).expect("append");
+        next += 1;
+        wait_for_spare(&log);
+        let spare = dir.path().join(SPARE_FILE);
+        let meta = fs::metadata(&spare).expect("the spare segment exists");
+        assert_eq!(meta.len(), SIZE, "the spare is full-size");
+        append_until_roll(&log, &mut next).expect("append");
+        let second = log.inner.wal.read().expect("wal").segments[1].path.clone();
+        assert_eq!(
+            fs::metadata(&second).expect("the new segment").ino(),
+            meta.ino(),
+            "the new segment should be the spare, renamed"
+        );
+        assert_preallocated(&log, &second);
+        assert!(
+            log.inner.spare.lock().expect("spare lock").is_some(),
+            "a new spare is being prepared after the old one was used"
+        );
+        let all: Vec<Entry> = (1..next).map(entry).collect();
+        assert_eq!(log.get(LogIndex(0), LogIndex(u64::MAX)).expect("get"), all);
+        drop(log);
+        assert!(!spare.exists(), "closing the log removes its spare");
+        let log = FileLogStore::open(dir.path(), options()).expect("reopen");
+        assert_eq!(log.get(LogIndex(0), LogIndex(u64::MAX)).expect("get"), all);
+    }
+
+    /// Puts a spare job in place that finishes only with what `rx` sends.
+    fn blocked_spare(log: &FileLogStore, rx: mpsc::Receiver<io::Result<File>>) {
+        let mut slot = log.inner.spare.lock().expect("spare lock");
+        if let Some(job) = slot.take() {
+            job.cancel.store(true, Ordering::Relaxed);
+            let _ = job.handle.join();
+        }
+        let handle = std::thread::spawn(move || {
+            rx.recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the test ended")))
+        });
+        *slot = Some(SpareJob {
+            handle,
+            cancel: Arc::new(AtomicBool::new(false)),
+        });
+    }
+
+    #[test]
+    fn a_roll_without_a_ready_spare_prepares_the_segment_itself_and_a_failed_spare_fails_the_roll_that_needs_it(
+    ) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = FileLogStore::open(dir.path(), options()).expect("open");
+        // Declared after the log, so dropped before it: the blocked job then ends.
+        let (tx, rx) = mpsc::channel();
+        let mut next = 1;
+        log.append(&[entry(next)]).expect("append");
+        next += 1;
+        blocked_spare(&log, rx);
+        append_until_roll(&log, &mut next).expect("a roll while the spare is not ready");
+        let second = log.inner.wal.read().expect("wal").segments[1].path.clone();
+        assert_preallocated(&log, &second);
+        assert!(
+            !spare_finished(&log) && log.inner.spare.lock().expect("spare").is_some(),
+            "the unfinished spare is kept for a later roll"
+        );
+        // The spare's preparation fails; the next roll, which needs it, says so.
+        tx.send(Err(io::Error::other("the disk is on fire")))
+            .expect("the job waits");
+        wait_for_spare(&log);
+        let err = append_until_roll(&log, &mut next).expect_err("the failed spare surfaces");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("preparing the spare segment") && msg.contains("the disk is on fire"),
+            "{msg}"
+        );
+        let again = log.append(&[entry(next)]).expect_err("the store stopped");
+        assert!(
+            again
+                .to_string()
+                .contains("stopped after an earlier failure"),
+            "{again}"
+        );
+        drop(log);
+        let log = FileLogStore::open(dir.path(), options()).expect("reopen");
+        let got = log.get(LogIndex(0), LogIndex(u64::MAX)).expect("get");
+        // Everything before the failed append, nothing of it.
+        assert_eq!(got, (1..next).map(entry).collect::<Vec<_>>());
     }
 }
