@@ -12,6 +12,15 @@
 //!                     ──create/finish──▶ FileSnapshotStore ── <id>.tmp/ ──rename──▶ <id>/
 //! ```
 //!
+//! Log segments are preallocated by default ([`FileLogOptions::preallocate`]):
+//! each is created at its full size, zero-filled with real writes and synced
+//! before it is used, so an append is an overwrite and its `fdatasync` commits
+//! data, not the file's growth. A background thread keeps the next segment
+//! ready. The log therefore takes up to (segments + 1 spare) x
+//! `segment_size_bytes` of disk (64 MiB each by default), however little it
+//! holds; purging frees whole segments. A segment's records end at the first
+//! zero length field; the recovery rules are in the `segment` module's source.
+//!
 //! What it is not: a database. The log keeps an index of record offsets in
 //! memory (8 bytes per entry) and reads entries from the files on demand; the
 //! stable store keeps all its values in memory and rewrites one small file on

@@ -90,9 +90,14 @@ pub const MIN_SEGMENT_SIZE_BYTES: u64 = 4 << 10;
 /// a CRC32C.
 ///
 /// Clones share one open store. Opening recovers: a record torn by a crash at
-/// the very tail of the last segment is cut off (and logged with
-/// `tracing::warn`); any other damage is `StorageError::Corrupt` naming the
-/// file, the offset and the entry index. The directory is locked while open.
+/// the very tail of the last segment, with only zeros after it, is cut off
+/// (overwritten with zeros, or cut off the file without preallocation) and
+/// logged with `tracing::warn`; any other damage, including non-zero bytes
+/// after the end of the records, is `StorageError::Corrupt` naming the file,
+/// the offset (and the entry index, for a record). `truncate_suffix` zeroes
+/// the records it removes, so none can be read back after a crash. The
+/// directory is locked while open; with preallocation, a background thread
+/// prepares the next segment while the store is open.
 ///
 /// ```
 /// use raftkit::{Entry, LogIndex, LogStore, Term};
