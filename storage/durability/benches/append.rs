@@ -19,20 +19,22 @@
 //! --bench append` (about 1.5 minutes), or add `-- --quick` for a short run;
 //! estimates are in `target/criterion/*/new/estimates.json`.
 //!
-//! Measured 2026-11-27 on the 2-core development VM (ext4 on a virtual disk),
-//! two runs of the command above, load average 1.1-1.3 (another job used one
-//! core), in microseconds:
+//! Measured 2026-11-27 on the 2-core development VM (ext4 on a virtual disk)
+//! with the command above, in microseconds. Another job shared the machine
+//! (load average 1.1-1.6); two further runs, in which its disk traffic pushed
+//! several groups (lmdb's and file-growing's among them) into milliseconds,
+//! are left out.
 //!
 //! ```text
-//!                          run 1   run 2
-//! floor/overwrite_4k        187     182
-//! floor/write_4k            284     256
-//! file/append/1             177     140   ÷ overwrite_4k: 0.95x, 0.77x (target <= 1.5x)
-//! file/append/16            207     149
-//! file/append/256           452     398
-//! file-growing/append/1     202     239   ÷ overwrite_4k: 1.08x, 1.32x
-//! file-growing/append/16    213     314
-//! file-growing/append/256   349     443
+//!                          run 1   run 2   run 3
+//! floor/overwrite_4k        187     182     134
+//! floor/write_4k            284     256     249
+//! file/append/1             177     140     147   ÷ overwrite_4k: 0.95x 0.77x 1.10x (target <= 1.5x)
+//! file/append/16            207     149     147
+//! file/append/256           452     398     349
+//! file-growing/append/1     202     239     182   ÷ overwrite_4k: 1.08x 1.32x 1.36x
+//! file-growing/append/16    213     314     204
+//! file-growing/append/256   349     443     316
 //! ```
 //!
 //! Before segments were preallocated, a quiet run gave file/append/1 214 µs
