@@ -129,6 +129,9 @@ pub struct ClusterArgs {
     /// Append one CSV row per run to this file (header when new).
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Draw throughput and latency percentiles of every run into this SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
     /// A label copied into every row (e.g. the round of a comparison).
     #[arg(long)]
     pub label: Option<String>,
@@ -162,6 +165,22 @@ pub struct RunSpec {
     pub data_dir: Option<PathBuf>,
     /// Timeout of each `apply`.
     pub apply_timeout: Duration,
+    /// Distinct keys the proposers write, all together (`None`: every
+    /// command a new key, as the HashiCorp harness does).
+    pub keys: Option<u64>,
+    /// Snapshot settings instead of the library's defaults.
+    pub snapshots: Option<SnapshotTuning>,
+}
+
+/// When servers take snapshots and how much log they keep after one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotTuning {
+    /// Applied entries since the last snapshot that make one due.
+    pub threshold: u64,
+    /// Entries kept behind a snapshot.
+    pub trailing_logs: u64,
+    /// How often a server checks whether a snapshot is due.
+    pub interval: Duration,
 }
 
 impl ClusterArgs {
@@ -216,6 +235,8 @@ impl ClusterArgs {
                         warmup: self.warmup,
                         data_dir: self.data_dir.clone(),
                         apply_timeout: self.apply_timeout,
+                        keys: None,
+                        snapshots: None,
                     });
                 }
             }
@@ -361,6 +382,10 @@ pub fn execute(args: ClusterArgs) -> Result<(), Failure> {
             output::append_csv(path, CSV_COLUMNS, &row)?;
         }
         rows.push(row);
+        if let Some(path) = &args.svg {
+            // Redrawn after every run, so an interrupted matrix still has a chart.
+            super::chart::cluster(&rows, path)?;
+        }
     }
     print!("{}", table(&rows));
     Ok(())
@@ -616,15 +641,20 @@ where
 }
 
 /// A running bench cluster and the directory its stores live in.
-struct Cluster {
-    nodes: Vec<Raft<()>>,
-    leader: usize,
-    _dir: Option<tempfile::TempDir>,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Raft<()>>,
+    pub(crate) leader: usize,
+    dir: Option<tempfile::TempDir>,
     data_fs: Option<String>,
 }
 
 impl Cluster {
-    async fn start(spec: &RunSpec) -> Result<Cluster, Failure> {
+    /// The directory every server's stores are in (none for memory storage).
+    pub(crate) fn data_path(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
+    pub(crate) async fn start(spec: &RunSpec) -> Result<Cluster, Failure> {
         let (dir, data_fs) = if spec.storage == StorageKind::Memory {
             (None, None)
         } else {
@@ -668,10 +698,15 @@ impl Cluster {
                 Some(d) => d.path().join(id.as_str()),
                 None => PathBuf::new(),
             };
-            let config = Config {
+            let mut config = Config {
                 local_id: id.clone(),
                 ..Config::default()
             };
+            if let Some(t) = spec.snapshots {
+                config.snapshot_threshold = t.threshold;
+                config.trailing_logs = t.trailing_logs;
+                config.snapshot_interval = t.interval;
+            }
             match start_node(config, spec.storage, &node_dir, endpoint).await {
                 Ok(raft) => nodes.push(raft),
                 Err(e) => {
@@ -683,7 +718,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes,
             leader: 0,
-            _dir: dir,
+            dir,
             data_fs,
         };
         if let Err(e) = cluster.elect(servers).await {
@@ -740,7 +775,7 @@ impl Cluster {
 }
 
 /// Stops every server at once.
-async fn shutdown(nodes: &[Raft<()>]) {
+pub(crate) async fn shutdown(nodes: &[Raft<()>]) {
     let mut all = tokio::task::JoinSet::new();
     for n in nodes {
         let n = n.clone();
@@ -768,19 +803,23 @@ pub(crate) fn fs_type(path: &Path) -> Option<String> {
 
 // ------------------------------------------------------------------ load
 
-const WARMUP: u8 = 0;
-const MEASURING: u8 = 1;
-const STOP: u8 = 2;
+pub(crate) const WARMUP: u8 = 0;
+pub(crate) const MEASURING: u8 = 1;
+pub(crate) const STOP: u8 = 2;
 
-struct ClientResult {
+pub(crate) struct ClientResult {
     latencies: Histogram<u64>,
-    errors: u64,
+    pub(crate) errors: u64,
     first_error: Option<String>,
 }
 
-async fn client(
+/// One closed-loop proposer. With `keys`, it writes its share of that many
+/// keys over and over; without, a new key every command.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn client(
     raft: Raft<()>,
     id: u64,
+    keys: Option<u64>,
     value: Arc<[u8]>,
     phase: Arc<AtomicU8>,
     done: Arc<AtomicU64>,
@@ -797,7 +836,11 @@ async fn client(
         }
         let mut command = Vec::with_capacity(16 + value.len());
         command.extend_from_slice(&id.to_be_bytes());
-        command.extend_from_slice(&seq.to_be_bytes());
+        let key = match keys {
+            Some(k) => seq % k.max(1),
+            None => seq,
+        };
+        command.extend_from_slice(&key.to_be_bytes());
         command.extend_from_slice(&value);
         seq += 1;
         let start = Instant::now();
@@ -873,16 +916,7 @@ async fn load(cluster: &Cluster, spec: &RunSpec, progress: bool) -> Result<Clust
         .map(|n| tokio::spawn(count_leader_changes(n.subscribe(), stop_rx.clone())))
         .collect();
 
-    // The same pseudo-random value for every command, as the harness.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let value: Arc<[u8]> = (0..spec.value_size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let value = value_bytes(spec.value_size);
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let done = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..spec.clients)
@@ -890,6 +924,7 @@ async fn load(cluster: &Cluster, spec: &RunSpec, progress: bool) -> Result<Clust
             tokio::spawn(client(
                 leader.clone(),
                 c as u64,
+                spec.keys.map(|k| k.div_ceil(spec.clients as u64)),
                 value.clone(),
                 phase.clone(),
                 done.clone(),
@@ -1008,6 +1043,19 @@ async fn load(cluster: &Cluster, spec: &RunSpec, progress: bool) -> Result<Clust
         timestamp: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         first_error,
     })
+}
+
+/// The same pseudo-random value for every command, as the harness.
+pub(crate) fn value_bytes(size: usize) -> Arc<[u8]> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn progress_bar(spec: &RunSpec) -> indicatif::ProgressBar {
@@ -1189,6 +1237,39 @@ mod tests {
         assert_eq!(csv.len(), 3, "a header and two rows");
         assert_eq!(csv[0], CSV_COLUMNS.join(","));
         assert_eq!(csv[1].split(',').count(), CSV_COLUMNS.len());
-        assert!(table(&[row]).contains("inmem"));
+        assert!(table(std::slice::from_ref(&row)).contains("inmem"));
+
+        // --svg draws one bar per run and a line per percentile.
+        let svg = dir.path().join("runs.svg");
+        let mut other = row.clone();
+        other.clients = 8;
+        super::super::chart::cluster(&[row, other], &svg).unwrap();
+        let drawn = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            drawn.starts_with("<svg"),
+            "{}",
+            &drawn[..drawn.len().min(200)]
+        );
+        for text in [
+            "throughput (ops/s)",
+            "inmem-memory C=4",
+            "inmem-memory C=8",
+            "p99.9",
+        ] {
+            assert!(drawn.contains(text), "{text:?} is not in the chart");
+        }
+        for colour in ["#00FF00", "#0000FF", "#FF0000"] {
+            let line = format!("<polyline fill=\"none\" opacity=\"1\" stroke=\"{colour}\"");
+            assert_eq!(
+                drawn.matches(&line).count(),
+                2,
+                "{colour}: a percentile line and its legend mark"
+            );
+        }
+        assert_eq!(
+            drawn.matches("fill=\"#0000FF\"").count(),
+            2,
+            "one bar per run"
+        );
     }
 }

@@ -115,6 +115,38 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The current resident set size in MiB (`VmRSS`) of a process: `"self"`
+/// or a pid.
+pub fn rss_mib(process: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The disk space the files under `path` take (allocated blocks, so
+/// sparse and preallocated files count what they really use), in MiB.
+/// Files that vanish while being counted are skipped.
+pub fn disk_mib(path: &std::path::Path) -> f64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0u64;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(items) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in items.flatten() {
+            let Ok(meta) = item.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(item.path());
+            } else {
+                bytes += meta.blocks() * 512;
+            }
+        }
+    }
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// A latency histogram in nanoseconds: 1 µs to 10 min, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("constant histogram bounds")

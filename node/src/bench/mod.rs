@@ -5,9 +5,11 @@
 //!                   C closed-loop proposers on the leader ─▶ one row per run
 //!  bench floor   ─▶ append + fdatasync, loopback TCP round trip and bandwidth
 //!  bench http    ─▶ closed-loop load on running nodes through the HTTP API
+//!  bench memory  ─▶ idle node RSS; RSS + disk while 10M entries are applied
 //!                        │
 //!                        ▼
-//!            table on stdout, --json FILE (one object per line and run), --csv FILE
+//!            table on stdout, --json FILE (one object per line and run), --csv FILE,
+//!            --svg FILE (cluster, memory)
 //! ```
 //!
 //! The JSON rows use the field names of the HashiCorp Raft harness in
@@ -15,10 +17,12 @@
 //! ops_per_sec, p50_us, p99_us, p999_us, errors, self_cpu_cores,
 //! other_cpu_cores`), so one script can put both side by side.
 
+mod chart;
 pub mod cluster;
 pub mod floor;
 pub mod http;
 pub mod measure;
+pub mod memory;
 mod output;
 
 use std::time::Duration;
@@ -38,6 +42,9 @@ pub enum BenchCmd {
     Floor(floor::FloorArgs),
     /// Closed-loop load on running nodes through their HTTP API.
     Http(http::HttpArgs),
+    /// RSS of an idle node, then RSS and disk while millions of entries are
+    /// applied with snapshots and log compaction on.
+    Memory(memory::MemoryArgs),
 }
 
 /// Runs a `raftkit bench` subcommand.
@@ -46,6 +53,7 @@ pub fn execute(cmd: BenchCmd) -> Result<(), Failure> {
         BenchCmd::Cluster(args) => cluster::execute(args),
         BenchCmd::Floor(args) => floor::execute(args),
         BenchCmd::Http(args) => http::execute(args),
+        BenchCmd::Memory(args) => memory::execute(args),
     }
 }
 
