@@ -224,7 +224,7 @@ async fn start_raft(
         StorageKind::File => {
             let options = FileLogOptions {
                 segment_size_bytes: p.storage.segment_size.as_u64(),
-                ..FileLogOptions::default()
+                preallocate: p.storage.preallocate,
             };
             let log = FileLogStore::open(dir.join("log"), options)
                 .map_err(|e| raft_failure("opening the log", e))?;

@@ -162,6 +162,10 @@ pub struct StorageProfile {
     pub kind: StorageKind,
     /// file: a WAL segment is closed past this size. Default 64MiB.
     pub segment_size: ByteSize,
+    /// file: create segments full-size and zero-filled (one spare made
+    /// ahead in the background), so an append overwrites instead of growing
+    /// the file and its `fdatasync` commits no metadata. Default true.
+    pub preallocate: bool,
     /// Snapshots kept. Default 2.
     pub snapshot_retain: usize,
     /// lmdb: the initial map size; it grows when full. Default 4GiB.
@@ -187,6 +191,7 @@ impl Default for StorageProfile {
         StorageProfile {
             kind: StorageKind::File,
             segment_size: ByteSize::b(raftkit_file::FileLogOptions::default().segment_size_bytes),
+            preallocate: raftkit_file::FileLogOptions::default().preallocate,
             snapshot_retain: 2,
             map_size: ByteSize::b(raftkit_lmdb::LmdbConfig::default().map_size),
             sync: LmdbSync::Always,

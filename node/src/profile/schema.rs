@@ -93,6 +93,10 @@ pub(super) const KEY_DOCS: &[(&str, &str)] = &[
         "storage.segment_size",
         "file: WAL segment size; compaction frees whole segments",
     ),
+    (
+        "storage.preallocate",
+        "file: zero-filled full-size segments, appends overwrite (faster fsync)",
+    ),
     ("storage.snapshot_retain", "snapshots kept on disk"),
     (
         "storage.map_size",
