@@ -11,6 +11,9 @@ use raftkit_file::{FileLogOptions, FileLogStore, MIN_SEGMENT_SIZE_BYTES};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::segments;
+
 const SEGMENT: FileLogOptions = FileLogOptions {
     segment_size_bytes: MIN_SEGMENT_SIZE_BYTES,
     preallocate: true,
@@ -44,16 +47,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn wal_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = fs::read_dir(dir)
-        .expect("listing")
-        .map(|e| e.expect("listing").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Opens `dir` and checks the log is a prefix of `all` of at least `min` entries.
 fn assert_prefix(dir: &Path, all: &[Entry], min: usize, what: &str) {
     let log = FileLogStore::open(dir, SEGMENT)
@@ -78,7 +71,7 @@ fn cuts_of_the_last_segment_recover_the_complete_records() {
     let all = entries(120);
     let src = tempfile::tempdir().expect("temporary directory");
     write_log(src.path(), &all);
-    let last = wal_files(src.path()).pop().expect("a segment");
+    let last = segments(src.path()).pop().expect("a segment");
     let first_in_last: u64 = last
         .file_stem()
         .and_then(|s| s.to_str())
@@ -110,7 +103,7 @@ fn seeded_random_damage_is_refused_or_recovered_never_wrong() {
     let all = entries(150);
     let src = tempfile::tempdir().expect("temporary directory");
     write_log(src.path(), &all);
-    let files = wal_files(src.path());
+    let files = segments(src.path());
     let (mut refused, mut recovered) = (0, 0);
     for seed in 0..300u64 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

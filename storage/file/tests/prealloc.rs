@@ -3,13 +3,16 @@
 //! without preallocation.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raftkit::{Entry, LogIndex, LogStore, StorageError, Term};
 use raftkit_file::{FileLogOptions, FileLogStore, MIN_SEGMENT_SIZE_BYTES};
+
+mod common;
+use common::segments;
 
 const SIZE: u64 = MIN_SEGMENT_SIZE_BYTES;
 const PREALLOCATED: FileLogOptions = FileLogOptions {
@@ -39,16 +42,6 @@ fn open(dir: &Path, options: FileLogOptions) -> FileLogStore {
 fn all(log: &FileLogStore) -> Vec<Entry> {
     log.get(LogIndex(0), LogIndex(u64::MAX))
         .unwrap_or_else(|e| panic!("reading the log: {e}"))
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .expect("listing")
-        .map(|e| e.expect("listing").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// The offset of each record of a segment (walking the lengths up to the

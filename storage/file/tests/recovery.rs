@@ -2,13 +2,16 @@
 //! files between a close and an open.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use raftkit::{Entry, LogIndex, LogStore, StableStore, StorageError, Term};
 use raftkit_file::{
     FileLogOptions, FileLogStore, FileSnapshotStore, FileStableStore, MIN_SEGMENT_SIZE_BYTES,
 };
+
+mod common;
+use common::segments;
 
 const SEGMENT: FileLogOptions = FileLogOptions {
     segment_size_bytes: MIN_SEGMENT_SIZE_BYTES,
@@ -35,16 +38,6 @@ fn written_log(n: u64) -> tempfile::TempDir {
         log.append(batch).expect("append");
     }
     dir
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .expect("listing")
-        .map(|e| e.expect("listing").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn first_index_of(segment: &Path) -> u64 {
