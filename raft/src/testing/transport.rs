@@ -134,6 +134,22 @@ pub fn heartbeat(from: &NodeId, to: &NodeId, seq: u64, sent_micros: u64) -> Mess
     }
 }
 
+/// An AppendEntries from `a` to `b` with one entry of `bytes` bytes, its
+/// sequence number `seq` carried as [`heartbeat`] carries it (read it back
+/// with [`seq_of`]): a message of a chosen size, for frame-limit tests.
+pub fn sized_append(seq: u64, bytes: usize) -> Message {
+    let mut m = heartbeat(&"a".into(), &"b".into(), seq, 0);
+    if let MessageBody::AppendEntriesRequest(r) = &mut m.body {
+        r.prev_log_term = Term(1);
+        r.entries = vec![crate::types::Entry::command(
+            LogIndex(seq + 1),
+            Term(1),
+            bytes::Bytes::from(vec![0x5a; bytes]),
+        )];
+    }
+    m
+}
+
 /// The sequence number of a message made by [`heartbeat`].
 ///
 /// # Panics

@@ -5,36 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::Certs;
-use raftkit::message::{AppendEntriesRequest, MessageBody};
+use raftkit::testing::transport::{seq_of, sized_append};
 use raftkit::wire::WireError;
-use raftkit::{Entry, Inbound, LogIndex, Message, Peer, ServerAddress, Term};
+use raftkit::{Inbound, Peer};
 use raftkit::{Transport, TransportError};
 use raftkit_quic::{ErrorKind, QuicConfig};
 use tokio::time::timeout;
 
 const MAX_FRAME: usize = 1 << 20;
-
-fn append(seq: u64, bytes: usize) -> Message {
-    Message {
-        from: "a".into(),
-        from_addr: ServerAddress::new("a"),
-        to: "b".into(),
-        term: Term(1),
-        body: MessageBody::AppendEntriesRequest(AppendEntriesRequest {
-            prev_log_index: LogIndex(seq),
-            prev_log_term: Term(1),
-            entries: vec![Entry::command(
-                LogIndex(seq + 1),
-                Term(1),
-                Bytes::from(vec![7; bytes]),
-            )],
-            leader_commit: LogIndex(0),
-            round: seq,
-        }),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_larger_than_a_frame_is_refused_by_send() {
@@ -51,7 +30,7 @@ async fn a_message_larger_than_a_frame_is_refused_by_send() {
         id: "b".into(),
         address: b.local_addr(),
     };
-    match a.send(&to_b, vec![append(0, 10), append(1, MAX_FRAME)]) {
+    match a.send(&to_b, vec![sized_append(0, 10), sized_append(1, MAX_FRAME)]) {
         Err(TransportError::Wire(WireError::TooLarge { len, max })) => {
             assert!(len > MAX_FRAME, "reported length {len}");
             assert_eq!(max, MAX_FRAME);
@@ -59,14 +38,14 @@ async fn a_message_larger_than_a_frame_is_refused_by_send() {
         other => panic!("expected Wire(TooLarge), got {other:?}"),
     }
     assert_eq!(a.error_count(ErrorKind::OversizedMessage), 1);
-    a.send(&to_b, vec![append(2, 10), append(3, MAX_FRAME - 1024)])
-        .expect("messages that fit a frame");
+    a.send(
+        &to_b,
+        vec![sized_append(2, 10), sized_append(3, MAX_FRAME - 1024)],
+    )
+    .expect("messages that fit a frame");
     for want in [2, 3] {
         match timeout(Duration::from_secs(10), inbound.recv()).await {
-            Ok(Some(Inbound::Message(m))) => match &m.body {
-                MessageBody::AppendEntriesRequest(r) => assert_eq!(r.round, want),
-                other => panic!("unexpected {}", other.kind()),
-            },
+            Ok(Some(Inbound::Message(m))) => assert_eq!(seq_of(&m), want),
             other => panic!("message {want} did not arrive: {other:?}"),
         }
     }

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use raftkit::message::{AppendEntriesRequest, MessageBody};
+use raftkit::testing::transport::{seq_of, sized_append};
 use raftkit::wire::{decode_frame, ClusterId, Frame, WireError};
-use raftkit::{Entry, LogIndex, Message, Peer, ServerAddress, Term, Transport, TransportError};
+use raftkit::{Peer, ServerAddress, Transport, TransportError};
 use raftkit_tcp::{ErrorKind, TcpConfig, TcpTransport};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,35 +16,6 @@ use tokio::time::timeout;
 const CLUSTER: ClusterId = ClusterId(0x5eed);
 const MAX_FRAME: usize = 1 << 20;
 const BATCH_BYTES: usize = 128 << 10;
-
-/// An AppendEntries from a to b whose one entry holds `bytes` bytes and
-/// whose index is `seq`.
-fn append(seq: u64, bytes: usize) -> Message {
-    Message {
-        from: "a".into(),
-        from_addr: ServerAddress::new("a"),
-        to: "b".into(),
-        term: Term(1),
-        body: MessageBody::AppendEntriesRequest(AppendEntriesRequest {
-            prev_log_index: LogIndex(seq),
-            prev_log_term: Term(1),
-            entries: vec![Entry::command(
-                LogIndex(seq + 1),
-                Term(1),
-                Bytes::from(vec![0x5a; bytes]),
-            )],
-            leader_commit: LogIndex(0),
-            round: seq,
-        }),
-    }
-}
-
-fn seq(m: &Message) -> u64 {
-    match &m.body {
-        MessageBody::AppendEntriesRequest(r) => r.round,
-        other => panic!("unexpected {}", other.kind()),
-    }
-}
 
 async fn sender() -> TcpTransport {
     let config = TcpConfig {
@@ -93,7 +63,7 @@ async fn a_burst_of_large_appends_is_cut_into_bounded_frames() {
     // count limit they would go out as one frame of 3 MiB.
     const N: u64 = 64;
     for i in 0..N {
-        a.send(&b, vec![append(i, 48 << 10)]).expect("send");
+        a.send(&b, vec![sized_append(i, 48 << 10)]).expect("send");
     }
     let (mut peer, _) = timeout(Duration::from_secs(5), listener.accept())
         .await
@@ -117,7 +87,7 @@ async fn a_burst_of_large_appends_is_cut_into_bounded_frames() {
             msgs.len()
         );
         for m in msgs {
-            assert_eq!(seq(&m), next, "messages out of order");
+            assert_eq!(seq_of(&m), next, "messages out of order");
             next += 1;
         }
         frames += 1;
@@ -152,7 +122,7 @@ async fn a_message_larger_than_a_frame_is_refused_by_send() {
     let a = sender().await;
     // A small append, then one whose single entry is larger than a frame,
     // together in one call: the call is refused and queues nothing.
-    let refused = a.send(&to_b, vec![append(0, 10), append(1, MAX_FRAME)]);
+    let refused = a.send(&to_b, vec![sized_append(0, 10), sized_append(1, MAX_FRAME)]);
     match &refused {
         Err(TransportError::Wire(WireError::TooLarge { len, max })) => {
             assert!(*len > MAX_FRAME, "reported length {len}");
@@ -168,11 +138,14 @@ async fn a_message_larger_than_a_frame_is_refused_by_send() {
     assert_eq!(a.error_count(ErrorKind::OversizedMessage), 1);
 
     // The largest message that fits still goes through, after a small one.
-    a.send(&to_b, vec![append(2, 10), append(3, MAX_FRAME - 1024)])
-        .expect("messages that fit a frame");
+    a.send(
+        &to_b,
+        vec![sized_append(2, 10), sized_append(3, MAX_FRAME - 1024)],
+    )
+    .expect("messages that fit a frame");
     for want in [2, 3] {
         match timeout(Duration::from_secs(10), inbound.recv()).await {
-            Ok(Some(raftkit::Inbound::Message(m))) => assert_eq!(seq(&m), want),
+            Ok(Some(raftkit::Inbound::Message(m))) => assert_eq!(seq_of(&m), want),
             other => panic!("message {want} did not arrive: {other:?}"),
         }
     }
