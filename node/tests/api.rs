@@ -7,18 +7,15 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{client, cluster_profiles, free_port, leader_of, wait_until, NodeSpec, Proc};
+use support::{
+    client, cluster_json, cluster_profiles, free_port, leader_of, metrics_text, wait_until,
+    NodeSpec, Proc,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn cluster(c: &reqwest::Client, s: &NodeSpec) -> Value {
-    c.get(s.url("/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    cluster_json(c, s).await.expect("GET /cluster answers JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,14 +187,7 @@ async fn follower_forwards_and_admin_calls_follow_the_spec() {
     }
 
     // Metrics: raft_* from the library and the HTTP histogram with its buckets.
-    let text = c
-        .get(follower.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c, follower).await;
     assert!(text.contains("raft_"), "{text}");
     assert!(
         text.contains("http_request_duration_seconds_bucket{route=\"/kv/{key}\",le=\"0.0001\"}"),

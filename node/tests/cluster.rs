@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use support::{
-    client, cluster_profiles, cluster_profiles_with, get, leader_of, put_acked, read_linearizable,
-    wait_until, Flavor, NodeSpec, Proc,
+    client, cluster_json, cluster_profiles, cluster_profiles_with, get, leader_of, put_acked,
+    read_linearizable, wait_until, Flavor, NodeSpec, Proc,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -141,15 +141,7 @@ async fn leader_kill9_and_restart(flavor: Flavor) {
 }
 
 async fn pid_of(client: &reqwest::Client, spec: &NodeSpec) -> Option<u64> {
-    let v: serde_json::Value = client
-        .get(spec.url("/cluster"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    v["pid"].as_u64()
+    cluster_json(client, spec).await?["pid"].as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 use support::{
-    client, cluster_json, cluster_profiles_with, get, joiner_profile, leader_of, put_acked,
-    read_linearizable, sample, servers_of, wait_until, Flavor, NodeSpec, Proc,
+    client, cluster_json, cluster_profiles_with, get, joiner_profile, leader_of, metrics_text,
+    put_acked, read_linearizable, sample, servers_of, wait_until, Flavor, NodeSpec, Proc,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -204,14 +204,7 @@ async fn snapshot_catch_up(flavor: Flavor) {
         },
     )
     .await;
-    let scrape = c
-        .get(down.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = metrics_text(&c, down).await;
     let installs = sample(&scrape, "raft_snapshot_installs_total");
     assert!(
         installs.is_some_and(|n| n >= 1.0),

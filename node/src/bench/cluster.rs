@@ -73,7 +73,8 @@ pub enum StorageKind {
 }
 
 impl TransportKind {
-    fn name(self) -> &'static str {
+    /// The name used on the command line and in results.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             TransportKind::Inmem => "inmem",
             TransportKind::Tcp => "tcp",
@@ -83,7 +84,8 @@ impl TransportKind {
 }
 
 impl StorageKind {
-    fn name(self) -> &'static str {
+    /// The name used on the command line and in results.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             StorageKind::Memory => "memory",
             StorageKind::File => "file",

@@ -218,8 +218,8 @@ pub fn execute(args: MemoryArgs) -> Result<(), Failure> {
         eprintln!(
             "bench memory: {} entries on {} + {}, {} nodes, {} clients, {} keys, snapshot every {} entries",
             output::thousands(args.entries as f64),
-            transport_name(args.transport),
-            storage_name(args.storage),
+            args.transport.name(),
+            args.storage.name(),
             args.nodes,
             args.clients,
             args.keys,
@@ -240,22 +240,6 @@ pub fn execute(args: MemoryArgs) -> Result<(), Failure> {
     }
     print!("{}", table(&summary));
     Ok(())
-}
-
-fn transport_name(t: TransportKind) -> &'static str {
-    match t {
-        TransportKind::Inmem => "inmem",
-        TransportKind::Tcp => "tcp",
-        TransportKind::Quic => "quic",
-    }
-}
-
-fn storage_name(s: StorageKind) -> &'static str {
-    match s {
-        StorageKind::Memory => "memory",
-        StorageKind::File => "file",
-        StorageKind::Lmdb => "lmdb",
-    }
 }
 
 /// Kills the idle node when the measurement ends, however it ends.
@@ -388,11 +372,7 @@ async fn load(
     let peak =
         |part: &[MemorySample], f: fn(&MemorySample) -> f64| part.iter().map(f).fold(0.0, f64::max);
     let (first, second) = samples.split_at(half);
-    summary.mode = format!(
-        "{}-{}",
-        transport_name(args.transport),
-        storage_name(args.storage)
-    );
+    summary.mode = format!("{}-{}", args.transport.name(), args.storage.name());
     summary.nodes = args.nodes;
     summary.clients = args.clients;
     summary.keys = args.keys;

@@ -416,6 +416,21 @@ pub async fn get(
     Some((status, r.text().await.ok()?))
 }
 
+/// The node's `/metrics` page.
+///
+/// # Panics
+/// If the node does not answer.
+pub async fn metrics_text(client: &reqwest::Client, spec: &NodeSpec) -> String {
+    client
+        .get(spec.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the /metrics body")
+}
+
 /// `GET /cluster` as JSON, or `None` if the request failed.
 pub async fn cluster_json(client: &reqwest::Client, spec: &NodeSpec) -> Option<serde_json::Value> {
     client
