@@ -815,10 +815,9 @@ pub(crate) struct ClientResult {
     first_error: Option<String>,
 }
 
-/// One closed-loop proposer. With `keys`, it writes its share of that many
-/// keys over and over; without, a new key every command.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn client(
+/// One closed-loop proposer. With `keys`, it writes that many keys over
+/// and over; without, a new key every command.
+async fn client(
     raft: Raft<()>,
     id: u64,
     keys: Option<u64>,
@@ -918,22 +917,9 @@ async fn load(cluster: &Cluster, spec: &RunSpec, progress: bool) -> Result<Clust
         .map(|n| tokio::spawn(count_leader_changes(n.subscribe(), stop_rx.clone())))
         .collect();
 
-    let value = value_bytes(spec.value_size);
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let done = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = (0..spec.clients)
-        .map(|c| {
-            tokio::spawn(client(
-                leader.clone(),
-                c as u64,
-                spec.keys.map(|k| k.div_ceil(spec.clients as u64)),
-                value.clone(),
-                phase.clone(),
-                done.clone(),
-                spec.apply_timeout,
-            ))
-        })
-        .collect();
+    let clients = spawn_clients(leader, spec, &phase, &done);
 
     let bar = progress.then(|| progress_bar(spec));
     let ticker = bar.clone().map(|bar| {
@@ -1047,8 +1033,32 @@ async fn load(cluster: &Cluster, spec: &RunSpec, progress: bool) -> Result<Clust
     })
 }
 
+/// Starts `spec.clients` proposers on `leader`, sharing `spec.keys` among
+/// them; they run until `phase` is [`STOP`], counting into `done`.
+pub(crate) fn spawn_clients(
+    leader: &Raft<()>,
+    spec: &RunSpec,
+    phase: &Arc<AtomicU8>,
+    done: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<ClientResult>> {
+    let value = value_bytes(spec.value_size);
+    (0..spec.clients)
+        .map(|c| {
+            tokio::spawn(client(
+                leader.clone(),
+                c as u64,
+                spec.keys.map(|k| k.div_ceil(spec.clients as u64)),
+                value.clone(),
+                phase.clone(),
+                done.clone(),
+                spec.apply_timeout,
+            ))
+        })
+        .collect()
+}
+
 /// The same pseudo-random value for every command, as the harness.
-pub(crate) fn value_bytes(size: usize) -> Arc<[u8]> {
+fn value_bytes(size: usize) -> Arc<[u8]> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     (0..size)
         .map(|_| {

@@ -364,7 +364,7 @@ async fn load(
         }),
     };
     let cluster = Cluster::start(&spec).await?;
-    let result = sample_until_applied(&cluster, args, samples).await;
+    let result = sample_until_applied(&cluster, &spec, args, samples).await;
     cluster::shutdown(&cluster.nodes).await;
     let (seconds, errors, applied) = result?;
 
@@ -398,6 +398,7 @@ async fn load(
 /// sample every `--sample-every`: (seconds, errors, entries applied).
 async fn sample_until_applied(
     cluster: &Cluster,
+    spec: &RunSpec,
     args: &MemoryArgs,
     samples: &mut Vec<MemorySample>,
 ) -> Result<(f64, u64, u64), Failure> {
@@ -405,21 +406,7 @@ async fn sample_until_applied(
     let start_index = leader.stats().await.map_or(0, |s| s.status.applied_index.0);
     let phase = Arc::new(AtomicU8::new(cluster::MEASURING));
     let done = Arc::new(AtomicU64::new(0));
-    let value = cluster::value_bytes(args.value_size);
-    let per_client = args.keys.div_ceil(args.clients as u64);
-    let clients: Vec<_> = (0..args.clients)
-        .map(|c| {
-            tokio::spawn(cluster::client(
-                leader.clone(),
-                c as u64,
-                Some(per_client),
-                value.clone(),
-                phase.clone(),
-                done.clone(),
-                Duration::from_secs(10),
-            ))
-        })
-        .collect();
+    let clients = cluster::spawn_clients(leader, spec, &phase, &done);
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(args.entries);
         let style = indicatif::ProgressStyle::with_template(
