@@ -31,6 +31,31 @@ pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Res
     }
 }
 
+/// The size of the zero writes of [`write_zeros`].
+const ZERO_CHUNK: u64 = 1 << 20;
+
+/// Overwrites bytes `from..to` of `file` with zeros, in writes that end on
+/// multiples of 1 MiB (so whole blocks get written). Checks `stop` before
+/// each write and gives up, returning `false`, once it says so.
+pub(crate) fn write_zeros(
+    file: &File,
+    from: u64,
+    to: u64,
+    stop: impl Fn() -> bool,
+) -> io::Result<bool> {
+    let zeros = vec![0u8; ZERO_CHUNK.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        if stop() {
+            return Ok(false);
+        }
+        let n = (ZERO_CHUNK - at % ZERO_CHUNK).min(to - at);
+        write_all_at(file, &zeros[..n as usize], at)?;
+        at += n;
+    }
+    Ok(true)
+}
+
 /// Writes all of `buf` at `offset`.
 pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     #[cfg(unix)]

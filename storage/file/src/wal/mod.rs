@@ -276,9 +276,6 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}{SEGMENT_SUFFIX}"))
 }
 
-/// The size of the zero writes that fill a segment.
-const FILL_CHUNK: usize = 1 << 20;
-
 /// Creates (or replaces) `path` as a file of `size` bytes, written for real
 /// with zeros after `header` (if any), and synced. Gives up with
 /// `Interrupted` between chunks once `cancel` is set.
@@ -299,18 +296,12 @@ fn prepare_file(
         fsutil::write_all_at(&file, h, 0)?;
         off = h.len() as u64;
     }
-    let zeros = vec![0u8; FILL_CHUNK];
-    while off < size {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "the log was closed while its spare segment was being prepared",
-            ));
-        }
-        // Chunks end on multiples of FILL_CHUNK, so whole blocks get written.
-        let n = (FILL_CHUNK as u64 - off % FILL_CHUNK as u64).min(size - off);
-        fsutil::write_all_at(&file, &zeros[..n as usize], off)?;
-        off += n;
+    let done = fsutil::write_zeros(&file, off, size, || cancel.load(Ordering::Relaxed))?;
+    if !done {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the log was closed while its spare segment was being prepared",
+        ));
     }
     file.sync_all()?;
     Ok(file)

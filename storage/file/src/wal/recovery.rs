@@ -203,13 +203,7 @@ pub(super) fn cut(file: &File, from: u64, to: u64, preallocate: bool) -> std::io
     if !preallocate {
         return file.set_len(from).and_then(|()| file.sync_all());
     }
-    let zeros = vec![0u8; (to - from).min(1 << 20) as usize];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(zeros.len() as u64);
-        fsutil::write_all_at(file, &zeros[..n as usize], at)?;
-        at += n;
-    }
+    fsutil::write_zeros(file, from, to, || false)?;
     file.sync_data()
 }
 
