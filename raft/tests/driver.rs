@@ -4,10 +4,11 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use raftkit::{
     Committed, Config, Configuration, Entry, Fsm, FsmError, FsmSnapshot, LogIndex, LogStore,
     NodeId, Raft, RaftError, RaftState, Server, ServerAddress, StorageError, StorageResult,
@@ -272,8 +273,7 @@ async fn membership_changes_and_leadership_transfer() {
         .wait_for_state(RaftState::Leader, T)
         .await
         .expect("b leads");
-    // A new leader takes configuration changes once its no-op commits.
-    b.raft.barrier(T).await.expect("b's first entries commit");
+    // Asked at once, before b's first entry commits, the change waits its turn.
     b.raft
         .demote_voter(NodeId::new("c"), LogIndex::ZERO, T)
         .await
@@ -339,6 +339,101 @@ async fn a_lagging_follower_catches_up_by_snapshot() {
         "it caught up by installing a snapshot: {:?}",
         s.status
     );
+}
+
+/// A log store whose appends wait while its gate is closed.
+#[derive(Clone, Default)]
+struct GatedLog {
+    inner: MemLogStore,
+    closed: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl GatedLog {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.0.lock().unwrap() = closed;
+        self.closed.1.notify_all();
+    }
+}
+
+impl LogStore for GatedLog {
+    fn first_index(&self) -> StorageResult<LogIndex> {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> StorageResult<LogIndex> {
+        self.inner.last_index()
+    }
+    fn get(&self, from: LogIndex, to: LogIndex) -> StorageResult<Vec<Entry>> {
+        self.inner.get(from, to)
+    }
+    fn append(&self, entries: &[Entry]) -> StorageResult<()> {
+        let (lock, opened) = &*self.closed;
+        let _open = opened
+            .wait_while(lock.lock().unwrap(), |closed| *closed)
+            .unwrap();
+        self.inner.append(entries)
+    }
+    fn truncate_suffix(&self, from: LogIndex) -> StorageResult<()> {
+        self.inner.truncate_suffix(from)
+    }
+    fn purge_prefix(&self, upto: LogIndex) -> StorageResult<()> {
+        self.inner.purge_prefix(upto)
+    }
+}
+
+/// Changes asked for while one is uncommitted wait their turn and then all
+/// commit, in order; beyond what may wait, a change is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_changes_wait_their_turn() {
+    const WAITING: usize = 64;
+    let net = InmemNetwork::new(6);
+    let log = GatedLog::default();
+    let a = node(&net, "a", log.clone(), |_| {}).await;
+    a.raft
+        .bootstrap_cluster(voters(&["a"]))
+        .await
+        .expect("bootstrap");
+    a.raft
+        .wait_for_state(RaftState::Leader, T)
+        .await
+        .expect("a leads alone");
+    a.raft.barrier(T).await.expect("a's first entries commit");
+
+    // The first change is proposed and held at the disk; the next WAITING
+    // wait for it; one more is refused.
+    log.set_closed(true);
+    let mut calls: FuturesUnordered<_> = (0..WAITING + 2)
+        .map(|i| {
+            let id = format!("x{i}");
+            let raft = &a.raft;
+            async move {
+                let r = raft
+                    .add_nonvoter(NodeId::new(&id), addr(&id), LogIndex::ZERO, T)
+                    .await;
+                (id, r)
+            }
+        })
+        .collect();
+    let (refused, first) = calls.next().await.expect("one call answers");
+    assert!(
+        matches!(first, Err(RaftError::ConfigChangeInProgress)),
+        "with one change in flight and {WAITING} waiting, {refused} is refused at once: {first:?}"
+    );
+    log.set_closed(false);
+    let mut indexes = Vec::new();
+    while let Some((id, r)) = calls.next().await {
+        indexes.push(r.unwrap_or_else(|e| panic!("adding {id} after waiting its turn: {e}")));
+    }
+    indexes.sort();
+    indexes.dedup();
+    assert_eq!(indexes.len(), WAITING + 1, "each change has its own entry");
+    let (_, configuration) = a.raft.get_configuration().await.expect("configuration");
+    let nonvoters = configuration
+        .servers
+        .iter()
+        .filter(|s| !configuration.is_voter(&s.id))
+        .count();
+    assert_eq!(nonvoters, WAITING + 1, "{configuration:?}");
+    assert!(configuration.server(&NodeId::new(&refused)).is_none());
 }
 
 /// A log store that fails every append after the first `ok` ones.

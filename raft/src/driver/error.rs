@@ -25,8 +25,9 @@ pub enum RaftError {
     /// The server is shut down.
     #[error("raft is shut down")]
     Shutdown,
-    /// Another configuration change is not yet committed.
-    #[error("a configuration change is already in progress")]
+    /// Too many configuration changes already wait for their turn (a change
+    /// otherwise waits, within its timeout, for the one before it to commit).
+    #[error("a configuration change is already in progress and too many more wait")]
     ConfigChangeInProgress,
     /// `prev_index` did not match the latest configuration.
     #[error("configuration changed since index {expected} (now {actual})")]

@@ -337,6 +337,11 @@ impl<R: Send + 'static> Raft<R> {
     /// Adds a voter, or promotes a non-voter (HashiCorp's `AddVoter`).
     /// `prev_index` of zero skips the check against the latest configuration.
     /// Returns the configuration entry's index once committed.
+    ///
+    /// Changes take turns: one made while another is uncommitted (or before
+    /// a new leader's first entry commits) waits for it within `timeout`, and
+    /// `prev_index` is checked when its turn comes. The same holds for
+    /// [`Raft::add_nonvoter`], [`Raft::demote_voter`] and [`Raft::remove_server`].
     pub async fn add_voter(
         &self,
         id: NodeId,

@@ -1,7 +1,7 @@
 //! The driver task: owns the core, feeds it inputs, carries out its Readys.
 //! It takes no protocol decisions of its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::ValidConfig;
-use crate::core::{Core, Event, RaftState, ReadId, Ready, RestoredState};
+use crate::core::{ConfChange, Core, Event, ProposeError, RaftState, ReadId, Ready, RestoredState};
 use crate::fsm::Fsm;
 use crate::message::{InstallSnapshotRequest, Message, MessageBody};
 use crate::storage::{
@@ -136,6 +136,7 @@ pub(crate) async fn start<F: Fsm>(
         applied: applied.0,
         snapshot_waiters: Vec::new(),
         transfer_waiters: Vec::new(),
+        queued_changes: VecDeque::new(),
         tasks: JoinSet::new(),
         failed: None,
         clock_rate: None,
@@ -211,6 +212,10 @@ struct Runner<R> {
     applied: LogIndex,
     snapshot_waiters: Vec<Reply<SnapshotMeta>>,
     transfer_waiters: Vec<(NodeId, Reply<NodeId>)>,
+    /// Membership changes waiting for the one before them to commit, oldest
+    /// first (HashiCorp's leader takes a change only once the latest
+    /// configuration is committed; the caller's timeout bounds the wait).
+    queued_changes: VecDeque<(ConfChange, LogIndex, Reply<LogIndex>)>,
     tasks: JoinSet<()>,
     failed: Option<RaftError>,
     /// A tick-rate change asked for by fault injection, not yet applied.
@@ -222,6 +227,10 @@ struct Runner<R> {
 /// Most inputs taken from one source before the core is asked for a Ready:
 /// large enough to batch, small enough to keep ticks and acks flowing.
 const DRAIN: usize = 4096;
+
+/// Membership changes that may wait for their turn at once; more are refused
+/// with `ConfigChangeInProgress`.
+const MAX_QUEUED_CHANGES: usize = 64;
 
 impl<R: Send + 'static> Runner<R> {
     async fn run(
@@ -274,6 +283,10 @@ impl<R: Send + 'static> Runner<R> {
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             self.process_ready();
+            if !self.queued_changes.is_empty() {
+                self.propose_queued_changes();
+                self.process_ready();
+            }
         }
         self.stop(io_thread, apply_thread).await;
     }
@@ -295,6 +308,9 @@ impl<R: Send + 'static> Runner<R> {
             let _ = reply.send(Err(reason.clone()));
         }
         for (_, reply) in self.transfer_waiters.drain(..) {
+            let _ = reply.send(Err(reason.clone()));
+        }
+        for (_, _, reply) in self.queued_changes.drain(..) {
             let _ = reply.send(Err(reason.clone()));
         }
         // Closing the channels lets the threads finish what is queued: every
@@ -358,17 +374,14 @@ impl<R: Send + 'static> Runner<R> {
                 change,
                 prev_index,
                 reply,
-            } => match self.core.propose_conf_change(change, prev_index) {
-                Ok(index) => {
-                    self.pending.insert(
-                        index,
-                        (self.core.term(), Responder::Index(reply), Instant::now()),
-                    );
+            } => {
+                if self.queued_changes.len() >= MAX_QUEUED_CHANGES {
+                    let _ = reply.send(Err(RaftError::ConfigChangeInProgress));
+                } else {
+                    self.queued_changes.push_back((change, prev_index, reply));
+                    self.propose_queued_changes();
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(RaftError::from_propose(e, self.leader_with_address())));
-                }
-            },
+            }
             Api::Bootstrap {
                 configuration,
                 reply,
@@ -668,6 +681,32 @@ impl<R: Send + 'static> Runner<R> {
             Event::Removed | Event::HeartbeatFailed(_) => {}
         }
         let _ = self.events.send(e);
+    }
+
+    /// Proposes waiting membership changes in order while the core takes
+    /// them. A change whose caller gave up is dropped unproposed; the
+    /// `prev_index` check happens when the change's turn comes.
+    fn propose_queued_changes(&mut self) {
+        while let Some((change, prev_index, reply)) = self.queued_changes.pop_front() {
+            if reply.is_closed() {
+                continue;
+            }
+            match self.core.propose_conf_change(change.clone(), prev_index) {
+                Ok(index) => {
+                    self.pending.insert(
+                        index,
+                        (self.core.term(), Responder::Index(reply), Instant::now()),
+                    );
+                }
+                Err(ProposeError::ConfigChangeInProgress) => {
+                    self.queued_changes.push_front((change, prev_index, reply));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(RaftError::from_propose(e, self.leader_with_address())));
+                }
+            }
+        }
     }
 
     fn fail_pending(&mut self, e: RaftError) {
