@@ -156,15 +156,11 @@ pub(super) async fn snapshot(State(api): State<Arc<Api>>, req: Req) -> Response 
 }
 
 pub(super) async fn cluster(State(api): State<Arc<Api>>) -> Response {
-    let leader = api
-        .raft
-        .leader()
-        .map(|(id, addr)| json!({ "id": id.as_str(), "raft_addr": addr.as_str() }));
     let stats = match tokio::time::timeout(api.request_timeout, api.raft.stats()).await {
         Ok(Ok(stats)) => stats,
         Ok(Err(RaftError::Shutdown)) => {
             return Json(json!({
-                "id": api.id.as_str(), "state": "Shutdown", "leader": leader,
+                "id": api.id.as_str(), "state": "Shutdown", "leader": null,
                 "servers": [], "transport": api.transport, "storage": api.storage,
             }))
             .into_response()
@@ -173,6 +169,17 @@ pub(super) async fn cluster(State(api): State<Arc<Api>>) -> Response {
         Err(_) => return timed_out(),
     };
     let s = &stats.status;
+    // The leader comes from the same status as the state, so a node that
+    // says it leads also names itself.
+    let leader = s.leader.as_ref().map(|id| {
+        let addr = s
+            .configuration
+            .server(id)
+            .map(|server| server.address.clone())
+            .or_else(|| api.raft.leader().filter(|(l, _)| l == id).map(|(_, a)| a))
+            .unwrap_or_else(|| ServerAddress::new(""));
+        json!({ "id": id.as_str(), "raft_addr": addr.as_str() })
+    });
     let servers: Vec<_> = s
         .configuration
         .servers
