@@ -2,7 +2,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -15,10 +14,9 @@ pub const RAFT_TIMING: &str =
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftkit");
 
-/// A free port on 127.0.0.1, found by binding :0.
+/// A free port on 127.0.0.1 (see [`raftkit::testing::free_port`]).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    raftkit::testing::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// Polls `check` every 50 ms until it yields `Some`, failing with `what`

@@ -100,8 +100,7 @@ fn death_guard() -> Vec<String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind :0: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+    raftkit::testing::free_port().map_err(|e| e.to_string())
 }
 
 impl Cluster {
