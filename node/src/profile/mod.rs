@@ -271,6 +271,9 @@ impl RaftProfile {
             snapshot_chunk_bytes: size(self.snapshot_chunk_bytes),
             pre_vote: self.pre_vote,
             shutdown_on_remove: self.shutdown_on_remove,
+            // The KV map's snapshot copies the whole map: on the runtime
+            // that would stall the node's tasks on a large store.
+            fsm_on_runtime: false,
         }
     }
 }

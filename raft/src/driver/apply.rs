@@ -1,11 +1,12 @@
-//! The FSM thread: applies committed entries in batches, answers the callers
-//! waiting on them, restores snapshots, and takes snapshots.
+//! The applier: applies committed entries in batches, answers the callers
+//! waiting on them, restores snapshots, and takes snapshots. It runs on a
+//! thread of its own, or as a task on the runtime when
+//! [`Config::fsm_on_runtime`](crate::Config::fsm_on_runtime) says so.
 
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
 use crate::fsm::{Committed, Fsm};
@@ -45,7 +46,7 @@ pub(crate) enum ApplyMsg<R> {
     Snapshot,
 }
 
-pub(crate) struct ApplyThread<F> {
+pub(crate) struct Applier<F> {
     pub(crate) fsm: F,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
     pub(crate) done: UnboundedSender<Internal>,
@@ -54,32 +55,82 @@ pub(crate) struct ApplyThread<F> {
     pub(crate) max_batch: usize,
 }
 
-impl<F: Fsm> ApplyThread<F> {
-    pub(crate) fn run(mut self, rx: Receiver<ApplyMsg<F::Response>>) {
-        while let Ok(msg) = rx.recv() {
-            let result = match msg {
-                ApplyMsg::Entries {
-                    entries,
-                    responders,
-                } => {
-                    self.apply(entries, responders);
-                    Ok(())
-                }
-                ApplyMsg::Restore(meta) => self.restore(meta),
-                ApplyMsg::Snapshot => {
-                    self.snapshot();
-                    Ok(())
-                }
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "state machine failed; the node stops");
-                let _ = self.done.send(Internal::FsmFailed(e));
-                return;
+/// Where the applier runs; the driver waits for it when it stops.
+pub(crate) enum ApplyWorker {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl ApplyWorker {
+    /// Starts `applier` on a thread of its own, or as a task on the runtime.
+    pub(crate) fn start<F: Fsm>(
+        applier: Applier<F>,
+        rx: UnboundedReceiver<ApplyMsg<F::Response>>,
+        on_runtime: bool,
+        name: String,
+    ) -> std::io::Result<ApplyWorker> {
+        if on_runtime {
+            return Ok(ApplyWorker::Task(tokio::spawn(applier.run_task(rx))));
+        }
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || applier.run_thread(rx))
+            .map(ApplyWorker::Thread)
+    }
+
+    /// Waits until the applier has handled everything sent to it before its
+    /// channel closed.
+    pub(crate) async fn join(self) {
+        match self {
+            ApplyWorker::Thread(t) => {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
-            if self.done.send(Internal::Applied(self.applied.0)).is_err() {
+            ApplyWorker::Task(t) => {
+                let _ = t.await;
+            }
+        }
+    }
+}
+
+impl<F: Fsm> Applier<F> {
+    fn run_thread(mut self, mut rx: UnboundedReceiver<ApplyMsg<F::Response>>) {
+        while let Some(msg) = rx.blocking_recv() {
+            if !self.handle(msg) {
                 return;
             }
         }
+    }
+
+    async fn run_task(mut self, mut rx: UnboundedReceiver<ApplyMsg<F::Response>>) {
+        while let Some(msg) = rx.recv().await {
+            if !self.handle(msg) {
+                return;
+            }
+        }
+    }
+
+    /// Carries out one message; false once the applier must stop.
+    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> bool {
+        let result = match msg {
+            ApplyMsg::Entries {
+                entries,
+                responders,
+            } => {
+                self.apply(entries, responders);
+                Ok(())
+            }
+            ApplyMsg::Restore(meta) => self.restore(meta),
+            ApplyMsg::Snapshot => {
+                self.snapshot();
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "state machine failed; the node stops");
+            let _ = self.done.send(Internal::FsmFailed(e));
+            return false;
+        }
+        self.done.send(Internal::Applied(self.applied.0)).is_ok()
     }
 
     fn apply(

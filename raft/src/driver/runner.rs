@@ -19,7 +19,7 @@ use crate::transport::{Inbound, IncomingSnapshot, SnapshotOffer, Transport};
 use crate::types::{Configuration, Entry, LogIndex, NodeId, ServerAddress, Term};
 
 use super::append_timer::AppendTimer;
-use super::apply::{ApplyMsg, ApplyThread, Responder};
+use super::apply::{Applier, ApplyMsg, ApplyWorker, Responder};
 use super::io::{send_grouped, AddressBook, IoBatch, IoThread, Writer};
 use super::{Api, Observed, RaftError, Stats};
 
@@ -103,8 +103,8 @@ pub(crate) async fn start<F: Fsm>(
             .map_err(|e| RaftError::Restore(format!("starting the I/O thread: {e}")))?;
         (None, Some(thread))
     };
-    let (apply_tx, apply_rx) = std::sync::mpsc::channel();
-    let applier = ApplyThread {
+    let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+    let applier = Applier {
         fsm,
         snapshots: snaps.clone(),
         done: internal_tx.clone(),
@@ -112,10 +112,13 @@ pub(crate) async fn start<F: Fsm>(
         configuration,
         max_batch: cfg.max_apply_batch,
     };
-    let apply_thread = std::thread::Builder::new()
-        .name(format!("raft-fsm-{id}"))
-        .spawn(move || applier.run(apply_rx))
-        .map_err(|e| RaftError::Restore(format!("starting the FSM thread: {e}")))?;
+    let apply_worker = ApplyWorker::start(
+        applier,
+        apply_rx,
+        cfg.fsm_on_runtime,
+        format!("raft-fsm-{id}"),
+    )
+    .map_err(|e| RaftError::Restore(format!("starting the FSM thread: {e}")))?;
     let runner = Runner {
         core,
         cfg,
@@ -148,7 +151,7 @@ pub(crate) async fn start<F: Fsm>(
         internal_rx,
         stop,
         io_thread,
-        apply_thread,
+        apply_worker,
     )))
 }
 
@@ -199,7 +202,7 @@ struct Runner<R> {
     io_tx: Option<std::sync::mpsc::Sender<IoBatch>>,
     /// Set for in-memory stores: writes happen on this task.
     inline_writer: Option<Writer>,
-    apply_tx: Option<std::sync::mpsc::Sender<ApplyMsg<R>>>,
+    apply_tx: Option<mpsc::UnboundedSender<ApplyMsg<R>>>,
     internal_tx: mpsc::UnboundedSender<Internal>,
     events: broadcast::Sender<Event>,
     observed: watch::Sender<Observed>,
@@ -240,7 +243,7 @@ impl<R: Send + 'static> Runner<R> {
         mut internal: mpsc::UnboundedReceiver<Internal>,
         mut stop: watch::Receiver<bool>,
         io_thread: Option<std::thread::JoinHandle<()>>,
-        apply_thread: std::thread::JoinHandle<()>,
+        apply_worker: ApplyWorker,
     ) {
         let mut ticker = tokio::time::interval(self.cfg.tick_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,13 +291,13 @@ impl<R: Send + 'static> Runner<R> {
                 self.process_ready();
             }
         }
-        self.stop(io_thread, apply_thread).await;
+        self.stop(io_thread, apply_worker).await;
     }
 
     async fn stop(
         mut self,
         io_thread: Option<std::thread::JoinHandle<()>>,
-        apply_thread: std::thread::JoinHandle<()>,
+        apply_worker: ApplyWorker,
     ) {
         let reason = self.failed.clone().unwrap_or(RaftError::Shutdown);
         self.fail_pending(reason.clone());
@@ -319,13 +322,10 @@ impl<R: Send + 'static> Runner<R> {
         self.apply_tx = None;
         self.tasks.abort_all();
         self.transport.shutdown().await;
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(t) = io_thread {
-                let _ = t.join();
-            }
-            let _ = apply_thread.join();
-        })
-        .await;
+        if let Some(t) = io_thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        apply_worker.join().await;
         self.observed.send_modify(|o| {
             o.state = RaftState::Shutdown;
             o.leader = None;
