@@ -24,7 +24,8 @@
 # directories; default a fresh directory under $TMPDIR — keep it on the disk
 # you mean to measure, not tmpfs), OUT (bench/results/compare-<UTC>.jsonl),
 # FLOOR_DURATION (2s per floor test, once per round), QUIET_WAIT (20: seconds to wait for a quiet second
-# before each cell; 0 = off).
+# before each cell; 0 = off), RK_ARGS (more `raftkit bench cluster` flags for every
+# raftkit cell, e.g. "--fsm runtime --worker-threads 1"; they are in each row).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -171,6 +172,7 @@ W3_CLIENTS="${W3_CLIENTS:-64}"
 WORKLOADS="${WORKLOADS:-W1 W2 W3}"
 FLOOR_DURATION="${FLOOR_DURATION:-2s}"
 QUIET_WAIT="${QUIET_WAIT:-20}"
+RK_ARGS="${RK_ARGS:-}"
 OUT="${OUT:-$HERE/results/compare-$(date -u +%Y%m%dT%H%MZ).jsonl}"
 SCRATCH="${SCRATCH:-$(mktemp -d "${TMPDIR:-/tmp}/raftkit-compare.XXXXXX")}"
 
@@ -202,7 +204,7 @@ rk() { # label transport storage clients
     wait_quiet
     echo "raftkit   $1 $2+$3 C=$4" >&2
     if "$RAFTKIT" bench cluster --transport "$2" --storage "$3" --clients "$4" --value-size "$VALUE" \
-        --duration "$DURATION" --warmup "$WARMUP" --data-dir "$SCRATCH" --json "$tmp" >/dev/null 2>>"$SCRATCH/stderr.log"; then
+        --duration "$DURATION" --warmup "$WARMUP" --data-dir "$SCRATCH" --json "$tmp" $RK_ARGS >/dev/null 2>>"$SCRATCH/stderr.log"; then
         tag raftkit "$1" <"$tmp" | tee -a "$OUT" | cut -c1-160 >&2
     else
         echo "  raftkit FAILED (see $SCRATCH/stderr.log)" >&2
@@ -222,7 +224,7 @@ hc() { # label mode clients
     fi
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); rounds=$ROUNDS duration=$DURATION warmup=$WARMUP value=$VALUE; scratch $SCRATCH ($(df --output=fstype "$SCRATCH" | tail -1)); out $OUT" >&2
+echo "# $(date -u +%FT%TZ) $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); rounds=$ROUNDS duration=$DURATION warmup=$WARMUP value=$VALUE; raftkit flags: ${RK_ARGS:-none}; scratch $SCRATCH ($(df --output=fstype "$SCRATCH" | tail -1)); out $OUT" >&2
 
 for round in $(seq 1 "$ROUNDS"); do
     label="round$round"

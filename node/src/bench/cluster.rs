@@ -94,6 +94,16 @@ impl StorageKind {
     }
 }
 
+/// Where each server's state machine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsmPlacement {
+    /// A thread of its own (the library's default).
+    Thread,
+    /// A task on the shared runtime (`Config::fsm_on_runtime`).
+    Runtime,
+}
+
 /// `raftkit bench cluster`.
 #[derive(Clone, Debug, Args)]
 pub struct ClusterArgs {
@@ -144,6 +154,10 @@ pub struct ClusterArgs {
     /// (default: one per core).
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Where each server's state machine runs: on a thread of its own, or
+    /// as a task on the runtime (fewer hand-offs per command).
+    #[arg(long, value_enum, default_value = "thread")]
+    pub fsm: FsmPlacement,
 }
 
 /// One run: a transport, a storage, a client count.
@@ -172,6 +186,8 @@ pub struct RunSpec {
     pub keys: Option<u64>,
     /// Snapshot settings instead of the library's defaults.
     pub snapshots: Option<SnapshotTuning>,
+    /// Where each server's state machine runs.
+    pub fsm: FsmPlacement,
 }
 
 /// When servers take snapshots and how much log they keep after one.
@@ -239,6 +255,7 @@ impl ClusterArgs {
                         apply_timeout: self.apply_timeout,
                         keys: None,
                         snapshots: None,
+                        fsm: self.fsm,
                     });
                 }
             }
@@ -290,6 +307,10 @@ pub struct ClusterRow {
     pub storage: StorageKind,
     /// Voters.
     pub nodes: usize,
+    /// Where each server's state machine ran.
+    pub fsm: FsmPlacement,
+    /// Tokio worker threads shared by the servers and the proposers.
+    pub worker_threads: usize,
     /// Largest latency.
     pub max_us: f64,
     /// Mean latency.
@@ -334,6 +355,8 @@ pub const CSV_COLUMNS: &[&str] = &[
     "transport",
     "storage",
     "nodes",
+    "fsm",
+    "worker_threads",
     "clients",
     "value_size",
     "ops",
@@ -449,10 +472,13 @@ pub fn table(rows: &[ClusterRow]) -> String {
 // ------------------------------------------------------------------ FSM
 
 /// The harness's state machine: key → value under a mutex, value copied.
+/// Hashed with foldhash, as fast as the Go map of the HashiCorp harness.
 #[derive(Default)]
 struct MapFsm {
-    map: Arc<Mutex<HashMap<Bytes, Bytes>>>,
+    map: Arc<Mutex<Map>>,
 }
+
+type Map = HashMap<Bytes, Bytes, foldhash::fast::RandomState>;
 
 impl Fsm for MapFsm {
     type Response = ();
@@ -482,7 +508,7 @@ impl Fsm for MapFsm {
     }
 
     fn restore(&mut self, from: &mut dyn Read) -> Result<(), FsmError> {
-        let mut map = HashMap::default();
+        let mut map = Map::default();
         let mut header = [0u8; 8];
         loop {
             match from.read_exact(&mut header) {
@@ -504,7 +530,7 @@ impl Fsm for MapFsm {
     }
 }
 
-struct MapSnapshot(HashMap<Bytes, Bytes>);
+struct MapSnapshot(Map);
 
 impl FsmSnapshot for MapSnapshot {
     fn persist(self: Box<Self>, sink: &mut dyn Write) -> Result<(), FsmError> {
@@ -702,6 +728,7 @@ impl Cluster {
             };
             let mut config = Config {
                 local_id: id.clone(),
+                fsm_on_runtime: spec.fsm == FsmPlacement::Runtime,
                 ..Config::default()
             };
             if let Some(t) = spec.snapshots {
@@ -1011,6 +1038,8 @@ async fn load(cluster: &Cluster, spec: &RunSpec, progress: bool) -> Result<Clust
         transport: spec.transport,
         storage: spec.storage,
         nodes: spec.nodes,
+        fsm: spec.fsm,
+        worker_threads: tokio::runtime::Handle::current().metrics().num_workers(),
         max_us: lat.max_us,
         mean_us: lat.mean_us,
         cpu_s_per_1k_ops: match cpu.self_s {

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Args;
 use serde::Serialize;
 
-use super::cluster::{self, Cluster, RunSpec, SnapshotTuning, StorageKind, TransportKind};
+use super::cluster::{
+    self, Cluster, FsmPlacement, RunSpec, SnapshotTuning, StorageKind, TransportKind,
+};
 use super::measure::{self, round1};
 use super::{failure, output, parse_duration};
 use crate::Failure;
@@ -362,6 +364,7 @@ async fn load(
             trailing_logs: args.trailing_logs,
             interval: args.snapshot_interval,
         }),
+        fsm: FsmPlacement::Thread,
     };
     let cluster = Cluster::start(&spec).await?;
     let result = sample_until_applied(&cluster, &spec, args, samples).await;
