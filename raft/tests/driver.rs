@@ -182,6 +182,34 @@ async fn three_servers_elect_replicate_and_apply_everywhere() {
     }
 }
 
+/// With `fsm_on_runtime` the state machines run as tasks: commands apply on
+/// every server, a snapshot is taken, and shutdown waits for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_machines_on_the_runtime_apply_and_snapshot() {
+    let net = InmemNetwork::new(7);
+    let nodes = cluster(&net, &["a", "b", "c"], |c| c.fsm_on_runtime = true).await;
+    let l = leader_of(&nodes).await;
+    for n in 1..=50 {
+        nodes[l]
+            .raft
+            .apply(Bytes::from(n.to_string()), T)
+            .await
+            .expect("apply on the leader");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        wait_until(&format!("server {i} applies all 50 commands"), || {
+            n.sum.0.load(Ordering::SeqCst) == 1275
+        })
+        .await;
+    }
+    let meta = nodes[l].raft.snapshot().await.expect("snapshot");
+    assert!(meta.index >= LogIndex(50), "{meta:?}");
+    for n in &nodes {
+        n.raft.shutdown().await;
+        assert_eq!(n.raft.state(), RaftState::Shutdown);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_takes_over_when_the_leader_stops() {
     let net = InmemNetwork::new(2);

@@ -1163,7 +1163,8 @@ mod tests {
             && r.storage == StorageKind::Memory
             && r.duration == Duration::from_secs(10)
             && r.warmup == Duration::from_secs(2)
-            && r.value_size == 256));
+            && r.value_size == 256
+            && r.fsm == FsmPlacement::Thread));
         let matrix = parse(&["--matrix", "--clients", "8"])
             .unwrap()
             .runs()
@@ -1209,14 +1210,24 @@ mod tests {
         );
     }
 
-    /// A short real run: 3 servers on the in-memory network, 4 proposers.
+    /// A short real run: 3 servers on the in-memory network, 4 proposers,
+    /// state machines on the runtime.
     #[test]
     fn short_inmem_run_counts_operations() {
-        let spec = parse(&["--clients", "4", "--duration", "1s", "--warmup", "0s"])
-            .unwrap()
-            .runs()
-            .unwrap()
-            .remove(0);
+        let spec = parse(&[
+            "--clients",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--fsm",
+            "runtime",
+        ])
+        .unwrap()
+        .runs()
+        .unwrap()
+        .remove(0);
         let rt = super::super::runtime().unwrap();
         let row = rt.block_on(run(&spec, false)).unwrap();
         assert!(row.ops > 0, "no operation completed: {row:?}");
@@ -1255,6 +1266,11 @@ mod tests {
             assert!(json[field].is_number(), "{field} is not a number: {json}");
         }
         assert_eq!(json["mode"], "inmem-memory");
+        assert_eq!(json["fsm"], "runtime");
+        assert!(
+            json["worker_threads"].as_u64().is_some_and(|n| n >= 1),
+            "{json}"
+        );
         assert_eq!(json["transport"], "inmem");
         assert_eq!(json["storage"], "memory");
         assert!(json["healthy"].is_boolean());
