@@ -369,21 +369,14 @@ async fn a_lagging_follower_catches_up_by_snapshot() {
     );
 }
 
-/// A log store whose appends wait while its gate is closed.
-#[derive(Clone, Default)]
-struct GatedLog {
+/// A memory log store that calls `hook` before every append; an error from
+/// the hook fails the append.
+struct HookedLog<H> {
     inner: MemLogStore,
-    closed: Arc<(Mutex<bool>, Condvar)>,
+    hook: H,
 }
 
-impl GatedLog {
-    fn set_closed(&self, closed: bool) {
-        *self.closed.0.lock().unwrap() = closed;
-        self.closed.1.notify_all();
-    }
-}
-
-impl LogStore for GatedLog {
+impl<H: Fn() -> StorageResult<()> + Send + Sync + 'static> LogStore for HookedLog<H> {
     fn first_index(&self) -> StorageResult<LogIndex> {
         self.inner.first_index()
     }
@@ -394,10 +387,7 @@ impl LogStore for GatedLog {
         self.inner.get(from, to)
     }
     fn append(&self, entries: &[Entry]) -> StorageResult<()> {
-        let (lock, opened) = &*self.closed;
-        let _open = opened
-            .wait_while(lock.lock().unwrap(), |closed| *closed)
-            .unwrap();
+        (self.hook)()?;
         self.inner.append(entries)
     }
     fn truncate_suffix(&self, from: LogIndex) -> StorageResult<()> {
@@ -408,14 +398,42 @@ impl LogStore for GatedLog {
     }
 }
 
+/// Holds appends back while closed.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        *self.0 .0.lock().unwrap() = closed;
+        self.0 .1.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let (lock, opened) = &*self.0;
+        let _open = opened
+            .wait_while(lock.lock().unwrap(), |closed| *closed)
+            .unwrap();
+    }
+}
+
 /// Changes asked for while one is uncommitted wait their turn and then all
 /// commit, in order; beyond what may wait, a change is refused at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_changes_wait_their_turn() {
     const WAITING: usize = 64;
     let net = InmemNetwork::new(6);
-    let log = GatedLog::default();
-    let a = node(&net, "a", log.clone(), |_| {}).await;
+    let gate = Gate::default();
+    let log = HookedLog {
+        inner: MemLogStore::new(),
+        hook: {
+            let gate = gate.clone();
+            move || {
+                gate.wait_open();
+                Ok(())
+            }
+        },
+    };
+    let a = node(&net, "a", log, |_| {}).await;
     a.raft
         .bootstrap_cluster(voters(&["a"]))
         .await
@@ -428,7 +446,7 @@ async fn configuration_changes_wait_their_turn() {
 
     // The first change is proposed and held at the disk; the next WAITING
     // wait for it; one more is refused.
-    log.set_closed(true);
+    gate.set_closed(true);
     let mut calls: FuturesUnordered<_> = (0..WAITING + 2)
         .map(|i| {
             let id = format!("x{i}");
@@ -446,7 +464,7 @@ async fn configuration_changes_wait_their_turn() {
         matches!(first, Err(RaftError::ConfigChangeInProgress)),
         "with one change in flight and {WAITING} waiting, {refused} is refused at once: {first:?}"
     );
-    log.set_closed(false);
+    gate.set_closed(false);
     let mut indexes = Vec::new();
     while let Some((id, r)) = calls.next().await {
         indexes.push(r.unwrap_or_else(|e| panic!("adding {id} after waiting its turn: {e}")));
@@ -464,51 +482,24 @@ async fn configuration_changes_wait_their_turn() {
     assert!(configuration.server(&NodeId::new(&refused)).is_none());
 }
 
-/// A log store that fails every append after the first `ok` ones.
-struct FailingLog {
-    inner: MemLogStore,
-    ok: AtomicU64,
-}
-
-impl LogStore for FailingLog {
-    fn first_index(&self) -> StorageResult<LogIndex> {
-        self.inner.first_index()
-    }
-    fn last_index(&self) -> StorageResult<LogIndex> {
-        self.inner.last_index()
-    }
-    fn get(&self, from: LogIndex, to: LogIndex) -> StorageResult<Vec<Entry>> {
-        self.inner.get(from, to)
-    }
-    fn append(&self, entries: &[Entry]) -> StorageResult<()> {
-        if self
-            .ok
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            return Err(StorageError::io(
-                "appending",
-                "test-disk",
-                std::io::Error::other("injected failure"),
-            ));
-        }
-        self.inner.append(entries)
-    }
-    fn truncate_suffix(&self, from: LogIndex) -> StorageResult<()> {
-        self.inner.truncate_suffix(from)
-    }
-    fn purge_prefix(&self, upto: LogIndex) -> StorageResult<()> {
-        self.inner.purge_prefix(upto)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_failure_stops_the_node_without_acknowledging() {
     let net = InmemNetwork::new(5);
     let stored = MemLogStore::new();
-    let log = FailingLog {
+    // Every append after the first three fails.
+    let ok = AtomicU64::new(3);
+    let log = HookedLog {
         inner: stored.clone(),
-        ok: AtomicU64::new(3),
+        hook: move || match ok
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StorageError::io(
+                "appending",
+                "test-disk",
+                std::io::Error::other("injected failure"),
+            )),
+        },
     };
     let a = node(&net, "a", log, |_| {}).await;
     a.raft
