@@ -120,6 +120,20 @@ async fn cluster(net: &InmemNetwork, ids: &[&str], tweak: fn(&mut Config)) -> Ve
     nodes
 }
 
+/// Server "a" on `log`, bootstrapped as the only voter, once it leads.
+async fn lone_leader<L: LogStore>(net: &InmemNetwork, log: L) -> Node {
+    let a = node(net, "a", log, |_| {}).await;
+    a.raft
+        .bootstrap_cluster(voters(&["a"]))
+        .await
+        .expect("bootstrap");
+    a.raft
+        .wait_for_state(RaftState::Leader, T)
+        .await
+        .expect("a leads alone");
+    a
+}
+
 /// Polls `check` until it holds or the deadline passes, then fails naming `what`.
 async fn wait_until<F: FnMut() -> bool>(what: &str, mut check: F) {
     let deadline = Instant::now() + T;
@@ -252,17 +266,9 @@ async fn a_new_leader_takes_over_when_the_leader_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_changes_and_leadership_transfer() {
     let net = InmemNetwork::new(3);
-    let a = node(&net, "a", MemLogStore::new(), |_| {}).await;
     let b = node(&net, "b", MemLogStore::new(), |_| {}).await;
     let c = node(&net, "c", MemLogStore::new(), |_| {}).await;
-    a.raft
-        .bootstrap_cluster(voters(&["a"]))
-        .await
-        .expect("bootstrap");
-    a.raft
-        .wait_for_state(RaftState::Leader, T)
-        .await
-        .expect("a leads alone");
+    let a = lone_leader(&net, MemLogStore::new()).await;
     a.raft
         .add_voter(NodeId::new("b"), addr("b"), LogIndex::ZERO, T)
         .await
@@ -433,15 +439,7 @@ async fn configuration_changes_wait_their_turn() {
             }
         },
     };
-    let a = node(&net, "a", log, |_| {}).await;
-    a.raft
-        .bootstrap_cluster(voters(&["a"]))
-        .await
-        .expect("bootstrap");
-    a.raft
-        .wait_for_state(RaftState::Leader, T)
-        .await
-        .expect("a leads alone");
+    let a = lone_leader(&net, log).await;
     a.raft.barrier(T).await.expect("a's first entries commit");
 
     // The first change is proposed and held at the disk; the next WAITING
@@ -501,15 +499,7 @@ async fn a_storage_failure_stops_the_node_without_acknowledging() {
             )),
         },
     };
-    let a = node(&net, "a", log, |_| {}).await;
-    a.raft
-        .bootstrap_cluster(voters(&["a"]))
-        .await
-        .expect("bootstrap");
-    a.raft
-        .wait_for_state(RaftState::Leader, T)
-        .await
-        .expect("a leads");
+    let a = lone_leader(&net, log).await;
     let mut outcomes = Vec::new();
     for n in 0..5 {
         outcomes.push(a.raft.apply(Bytes::from(n.to_string()), T).await);
