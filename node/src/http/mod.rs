@@ -166,13 +166,15 @@ pub(crate) fn unavailable(message: impl std::fmt::Display) -> Response {
 pub(crate) fn raft_error(e: RaftError) -> Response {
     match e {
         RaftError::NotLeader { leader: None } => unavailable("no leader known"),
+        // Worth a retry later (ConfigChangeInProgress: too many membership
+        // changes already wait their turn).
         RaftError::NotLeader { .. }
         | RaftError::Shutdown
         | RaftError::LeadershipTransferInProgress
-        | RaftError::LeadershipTransferFailed => unavailable(e),
+        | RaftError::LeadershipTransferFailed
+        | RaftError::ConfigChangeInProgress => unavailable(e),
         RaftError::Timeout | RaftError::LeadershipLost => error(StatusCode::GATEWAY_TIMEOUT, e),
-        RaftError::ConfigChangeInProgress
-        | RaftError::ConfigurationChanged { .. }
+        RaftError::ConfigurationChanged { .. }
         | RaftError::CantBootstrap
         | RaftError::NothingNewToSnapshot => error(StatusCode::CONFLICT, e),
         RaftError::Invalid(_) => error(StatusCode::BAD_REQUEST, e),
@@ -280,5 +282,30 @@ async fn copy_response(response: reqwest::Response, is_read: bool) -> Response {
             StatusCode::GATEWAY_TIMEOUT,
             format_args!("reading the leader's answer failed; outcome unknown: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_errors_map_to_the_spec_statuses() {
+        let busy = raft_error(RaftError::ConfigChangeInProgress);
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.headers().contains_key(header::RETRY_AFTER));
+        let stale = raft_error(RaftError::ConfigurationChanged {
+            expected: raftkit::LogIndex(3),
+            actual: raftkit::LogIndex(5),
+        });
+        assert_eq!(stale.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            raft_error(RaftError::Timeout).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            raft_error(RaftError::NotLeader { leader: None }).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }
