@@ -31,7 +31,7 @@ use raftkit::core::RestoredState;
 use raftkit::message::{AppendEntriesRequest, AppendEntriesResponse};
 use raftkit::{
     Config, Configuration, Core, Entry, EntryPayload, HardState, LogIndex, Message, MessageBody,
-    NodeId, RaftState, Ready, Server, ServerAddress, SnapshotId, SnapshotMeta, Term,
+    NodeId, RaftState, Server, ServerAddress, SnapshotId, SnapshotMeta, Term,
 };
 
 const IDS: [&str; 3] = ["n1", "n2", "n3"];
@@ -90,23 +90,6 @@ fn restored_core(id: &str, term: u64, vote: Option<&str>) -> Core {
     .expect("a one-entry log restores")
 }
 
-/// Whether `ready` asks for nothing.
-fn ready_is_empty(r: &Ready) -> bool {
-    r.hard_state.is_none()
-        && r.install_snapshot.is_none()
-        && r.truncate_from.is_none()
-        && r.entries.is_empty()
-        && r.messages.is_empty()
-        && r.messages_after_persist.is_empty()
-        && r.committed.is_empty()
-        && r.reads.is_empty()
-        && r.aborted_reads.is_empty()
-        && r.send_snapshots.is_empty()
-        && !r.create_snapshot
-        && r.purge_upto.is_none()
-        && r.events.is_empty()
-}
-
 /// A snapshot of everything `core` has applied, as a driver reports it
 /// once the FSM is saved.
 fn snapshot_of(core: &Core) -> SnapshotMeta {
@@ -136,7 +119,7 @@ fn drive(core: &mut Core, outbox: &mut VecDeque<Message>) -> u64 {
             return applied;
         }
         let r = core.ready();
-        if ready_is_empty(&r) {
+        if r.is_empty() {
             return applied;
         }
         assert!(

@@ -162,6 +162,23 @@ impl Ready {
     pub fn persisted_upto(&self) -> Option<(LogIndex, Term)> {
         self.entries.last().map(|e| (e.index, e.term))
     }
+
+    /// Whether this Ready asks for nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.install_snapshot.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.messages_after_persist.is_empty()
+            && self.committed.is_empty()
+            && self.reads.is_empty()
+            && self.aborted_reads.is_empty()
+            && self.send_snapshots.is_empty()
+            && !self.create_snapshot
+            && self.purge_upto.is_none()
+            && self.events.is_empty()
+    }
 }
 
 /// What a server restores from durable storage when it starts.

@@ -304,22 +304,6 @@ fn round_of(m: &Message) -> u64 {
     }
 }
 
-fn ready_is_empty(r: &Ready) -> bool {
-    r.hard_state.is_none()
-        && r.install_snapshot.is_none()
-        && r.truncate_from.is_none()
-        && r.entries.is_empty()
-        && r.messages.is_empty()
-        && r.messages_after_persist.is_empty()
-        && r.committed.is_empty()
-        && r.reads.is_empty()
-        && r.aborted_reads.is_empty()
-        && r.send_snapshots.is_empty()
-        && !r.create_snapshot
-        && r.purge_upto.is_none()
-        && r.events.is_empty()
-}
-
 /// Everything a core emitted over one or more `Ready`s.
 #[derive(Debug, Default)]
 struct Out {
@@ -375,7 +359,7 @@ fn drain(core: &mut Core) -> Out {
             return out;
         }
         let r = core.ready();
-        if ready_is_empty(&r) {
+        if r.is_empty() {
             return out;
         }
         if let Some((index, term)) = r.persisted_upto() {
@@ -1734,7 +1718,7 @@ fn has_ready_is_false_while_a_read_waits_for_the_noop() {
     a.read_index(1).unwrap();
     let r = a.ready();
     assert!(
-        ready_is_empty(&r),
+        r.is_empty(),
         "nothing can happen before the no-op commits: {r:?}"
     );
     assert!(!a.has_ready(), "has_ready() is true but ready() is empty");
