@@ -195,33 +195,19 @@ wait_quiet() {
     echo "  (machine not quiet after ${QUIET_WAIT}s; running anyway)" >&2
 }
 
-# Adds "impl" and "label" to a JSON object line.
-tag() { sed -e "s/^{/{\"impl\":\"$1\",\"label\":\"$2\",/"; }
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 
 rk() { # label transport storage clients
-    local tmp="$SCRATCH/rk.jsonl"
-    rm -f "$tmp"
     wait_quiet
-    echo "raftkit   $1 $2+$3 C=$4" >&2
-    if "$RAFTKIT" bench cluster --transport "$2" --storage "$3" --clients "$4" --value-size "$VALUE" \
-        --duration "$DURATION" --warmup "$WARMUP" --data-dir "$SCRATCH" --json "$tmp" $RK_ARGS >/dev/null 2>>"$SCRATCH/stderr.log"; then
-        tag raftkit "$1" <"$tmp" | tee -a "$OUT" | cut -c1-160 >&2
-    else
-        echo "  raftkit FAILED (see $SCRATCH/stderr.log)" >&2
-    fi
+    # RK_ARGS is split into words on purpose: it holds flags.
+    # shellcheck disable=SC2086
+    rk_cell "$1" "$2+$3 C=$4" --transport "$2" --storage "$3" --clients "$4" --value-size "$VALUE" $RK_ARGS
 }
 
 hc() { # label mode clients
-    local line
     wait_quiet
-    echo "hashicorp $1 $2 C=$3" >&2
-    line="$("$HC_BENCH" -mode "$2" -clients "$3" -value-size "$VALUE" -duration "$DURATION" -warmup "$WARMUP" \
-        -dir "$SCRATCH" 2>>"$SCRATCH/stderr.log" | tail -n 1)" || true
-    if [ -n "$line" ]; then
-        printf '%s\n' "$line" | tag hashicorp "$1" | tee -a "$OUT" | cut -c1-160 >&2
-    else
-        echo "  hashicorp FAILED (see $SCRATCH/stderr.log)" >&2
-    fi
+    hc_cell "$1" "$2 C=$3" -mode "$2" -clients "$3" -value-size "$VALUE"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); rounds=$ROUNDS duration=$DURATION warmup=$WARMUP value=$VALUE; raftkit flags: ${RK_ARGS:-none}; scratch $SCRATCH ($(df --output=fstype "$SCRATCH" | tail -1)); out $OUT" >&2

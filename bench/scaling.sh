@@ -93,32 +93,17 @@ SCRATCH="${SCRATCH:-$(mktemp -d "${TMPDIR:-/tmp}/raftkit-scaling.XXXXXX")}"
 mkdir -p "$(dirname "$OUT")" "$SCRATCH"
 trap 'rm -rf "$SCRATCH"/raftkit-bench-* "$SCRATCH"/hcraft-bench-*' EXIT
 
-tag() { sed -e "s/^{/{\"impl\":\"$1\",\"label\":\"$2\",/"; }
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 
 rk() { # label transport storage nodes value
-    local tmp="$SCRATCH/rk.jsonl"
-    rm -f "$tmp"
-    echo "raftkit   $1 $2+$3 n=$4 ${5}B C=$CLIENTS" >&2
-    if "$RAFTKIT" bench cluster --transport "$2" --storage "$3" --nodes "$4" --clients "$CLIENTS" \
-        --value-size "$5" --duration "$DURATION" --warmup "$WARMUP" --data-dir "$SCRATCH" \
-        --json "$tmp" >/dev/null 2>>"$SCRATCH/stderr.log"; then
-        tag raftkit "$1" <"$tmp" | tee -a "$OUT" | cut -c1-160 >&2
-    else
-        echo "  raftkit FAILED (see $SCRATCH/stderr.log)" >&2
-    fi
+    rk_cell "$1" "$2+$3 n=$4 ${5}B C=$CLIENTS" --transport "$2" --storage "$3" --nodes "$4" \
+        --clients "$CLIENTS" --value-size "$5"
 }
 
 hc() { # label mode value
     [ -n "$HC_BENCH" ] || return 0
-    local line
-    echo "hashicorp $1 $2 ${3}B C=$CLIENTS" >&2
-    line="$("$HC_BENCH" -mode "$2" -clients "$CLIENTS" -value-size "$3" -duration "$DURATION" \
-        -warmup "$WARMUP" -dir "$SCRATCH" 2>>"$SCRATCH/stderr.log" | tail -n 1)" || true
-    if [ -n "$line" ]; then
-        printf '%s\n' "$line" | tag hashicorp "$1" | tee -a "$OUT" | cut -c1-160 >&2
-    else
-        echo "  hashicorp FAILED (see $SCRATCH/stderr.log)" >&2
-    fi
+    hc_cell "$1" "$2 ${3}B C=$CLIENTS" -mode "$2" -clients "$CLIENTS" -value-size "$3"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); rounds=$ROUNDS duration=$DURATION clients=$CLIENTS; out $OUT" >&2
