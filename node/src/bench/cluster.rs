@@ -471,29 +471,32 @@ pub fn table(rows: &[ClusterRow]) -> String {
 
 // ------------------------------------------------------------------ FSM
 
-/// The harness's state machine: key → value under a mutex, value copied.
-/// Hashed with foldhash, as fast as the Go map of the HashiCorp harness.
+/// The harness's state machine: key → value under a mutex, key and value
+/// copied out of the command. Hashed with foldhash, as fast as the Go map of
+/// the HashiCorp harness. The mutex is taken once per batch: the harness's
+/// `Apply` gets one entry per call, this `apply` a batch.
 #[derive(Default)]
 struct MapFsm {
     map: Arc<Mutex<Map>>,
 }
 
-type Map = HashMap<Bytes, Bytes, foldhash::fast::RandomState>;
+/// The key width of the workload's commands.
+const KEY_LEN: usize = 16;
+
+type Key = [u8; KEY_LEN];
+
+type Map = HashMap<Key, Bytes, foldhash::fast::RandomState>;
 
 impl Fsm for MapFsm {
     type Response = ();
 
     fn apply(&mut self, batch: &[Committed]) -> Vec<()> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         for c in batch {
-            if c.data.len() < 16 {
+            let Some((key, value)) = c.data.split_first_chunk::<KEY_LEN>() else {
                 continue;
-            }
-            let key = c.data.slice(..16);
-            let value = Bytes::copy_from_slice(&c.data[16..]);
-            self.map
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key, value);
+            };
+            map.insert(*key, Bytes::copy_from_slice(value));
         }
         vec![(); batch.len()]
     }
@@ -518,12 +521,17 @@ impl Fsm for MapFsm {
             }
             let klen = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
             let vlen = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            let mut k = vec![0; klen as usize];
+            if klen as usize != KEY_LEN {
+                return Err(FsmError(format!(
+                    "snapshot key of {klen} bytes; keys are {KEY_LEN}"
+                )));
+            }
+            let mut k = [0; KEY_LEN];
             let mut v = vec![0; vlen as usize];
             from.read_exact(&mut k)
                 .and_then(|()| from.read_exact(&mut v))
                 .map_err(FsmError::from)?;
-            map.insert(Bytes::from(k), Bytes::from(v));
+            map.insert(k, Bytes::from(v));
         }
         *self.map.lock().unwrap_or_else(PoisonError::into_inner) = map;
         Ok(())
@@ -1204,10 +1212,19 @@ mod tests {
         let mut other = MapFsm::default();
         other.restore(&mut buf.as_slice()).unwrap();
         let map = other.map.lock().unwrap();
-        assert_eq!(
-            map.get(&Bytes::from_static(&[7u8; 16])),
-            Some(&Bytes::from_static(b"value"))
-        );
+        assert_eq!(map.get(&[7u8; 16]), Some(&Bytes::from_static(b"value")));
+    }
+
+    #[test]
+    fn map_fsm_restore_refuses_a_key_of_the_wrong_width() {
+        let mut snapshot = Vec::new();
+        snapshot.extend_from_slice(&3u32.to_be_bytes());
+        snapshot.extend_from_slice(&1u32.to_be_bytes());
+        snapshot.extend_from_slice(b"abcv");
+        let e = MapFsm::default()
+            .restore(&mut snapshot.as_slice())
+            .unwrap_err();
+        assert!(e.to_string().contains("key of 3 bytes"), "{e}");
     }
 
     /// A short real run: 3 servers on the in-memory network, 4 proposers,
