@@ -6,10 +6,13 @@
 //! - `codec/encode/{1x256B,64x256B,16x4KiB}`: encoding as the stream
 //!   transports do (`raftkit::transport::link::encode_messages`): the exact
 //!   length from `message_len`, then `encode_frame_with_capacity`.
-//! - `codec/decode/{1x256B,64x256B,16x4KiB}`: `decode_frame` of that frame.
+//! - `codec/decode/{1x256B,64x256B,16x4KiB}`: `decode_frame` of that frame
+//!   (every command payload copied out of it).
+//! - `codec/decode_shared/{1x256B,64x256B,16x4KiB}`: `decode_frame_shared`,
+//!   which slices the payloads out of the frame, as the transports decode.
 //! - `codec/framed_decode`: a `BytesMut` holding 256 length-prefixed
 //!   `1x256B` frames, split by `FrameCodec` and each decoded with
-//!   `decode_frame`, as a connection's receiving side does. Small frames,
+//!   `decode_frame_shared`, as a connection's receiving side does. Small frames,
 //!   so that the per-frame cost shows; compare with `codec/decode/1x256B`.
 //!
 //! Throughput in frame bytes (the length prefixes included for
@@ -27,7 +30,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use raftkit::message::AppendEntriesRequest;
 use raftkit::wire::stream::FrameCodec;
 use raftkit::wire::{
-    decode_frame, encode_frame_with_capacity, message_len, messages_frame_len, ClusterId, Frame,
+    decode_frame, decode_frame_shared, encode_frame_with_capacity, message_len, messages_frame_len,
+    ClusterId, Frame,
 };
 use raftkit::{Entry, LogIndex, Message, MessageBody, NodeId, ServerAddress, Term};
 use tokio_util::codec::{Decoder, Encoder};
@@ -99,6 +103,13 @@ fn encode_decode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("decode", name), &bytes, |b, bytes| {
             b.iter(|| decode_frame(CLUSTER, black_box(bytes)).expect("decodes"));
         });
+        group.bench_with_input(
+            BenchmarkId::new("decode_shared", name),
+            &bytes,
+            |b, bytes| {
+                b.iter(|| decode_frame_shared(CLUSTER, black_box(bytes)).expect("decodes"));
+            },
+        );
     }
     group.finish();
 }
@@ -106,7 +117,7 @@ fn encode_decode(c: &mut Criterion) {
 /// Splits every frame off `stream`, decodes it and hands it to `each`.
 fn decode_stream(codec: &mut FrameCodec, stream: &mut BytesMut, mut each: impl FnMut(Frame)) {
     while let Some(bytes) = codec.decode(stream).expect("well-formed stream") {
-        each(decode_frame(CLUSTER, &bytes).expect("well-formed frame"));
+        each(decode_frame_shared(CLUSTER, &bytes.freeze()).expect("well-formed frame"));
     }
 }
 

@@ -13,7 +13,10 @@ pub struct Committed {
     pub index: LogIndex,
     /// Its term.
     pub term: Term,
-    /// The command, as passed to `Raft::apply`.
+    /// The command, as passed to `Raft::apply`. On a follower it is a
+    /// slice of the network frame it arrived in (no copy is made on the
+    /// way), so keeping it keeps that frame's buffer alive: copy out what
+    /// the state machine keeps for long, or decode it into its own types.
     pub data: Bytes,
 }
 

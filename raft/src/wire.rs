@@ -60,6 +60,7 @@ pub enum Frame {
         /// Where `data` starts.
         offset: u64,
         /// The bytes.
+        #[serde(deserialize_with = "payload")]
         data: Bytes,
         /// Whether this is the last piece.
         done: bool,
@@ -169,6 +170,105 @@ pub fn encode_frame_with_capacity(cluster: ClusterId, frame: &Frame, capacity: u
         unreachable!("postcard into memory failed: {e}");
     }
     writer.into_inner().freeze()
+}
+
+/// [`decode_frame`] of a frame held in `buf`, with command payloads and
+/// snapshot chunks coming out as slices of `buf` instead of copies: an
+/// entry's bytes are copied once, from the socket into the frame, and then
+/// shared by everything that holds the entry. Whoever keeps such a slice
+/// keeps the buffer it points into alive; see [`Committed`](crate::Committed).
+///
+/// ```
+/// use raftkit::wire::{decode_frame_shared, encode_frame, ClusterId, Frame};
+/// let frame = Frame::SnapshotChunk { offset: 0, data: vec![7u8; 64].into(), done: true };
+/// let bytes = encode_frame(ClusterId(1), &frame);
+/// let Frame::SnapshotChunk { data, .. } = decode_frame_shared(ClusterId(1), &bytes).unwrap() else {
+///     unreachable!()
+/// };
+/// assert_eq!(&data[..], &[7u8; 64][..]);
+/// let within = bytes.as_ptr_range();
+/// assert!(within.contains(&data.as_ptr()), "a slice of the frame, not a copy");
+/// ```
+pub fn decode_frame_shared(cluster: ClusterId, buf: &Bytes) -> Result<Frame, WireError> {
+    let _shared = SharedFrame::set(buf);
+    decode_frame(cluster, buf)
+}
+
+thread_local! {
+    /// The frame [`decode_frame_shared`] is decoding on this thread.
+    static SHARED_FRAME: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets [`SHARED_FRAME`] for as long as it lives.
+struct SharedFrame;
+
+impl SharedFrame {
+    fn set(buf: &Bytes) -> SharedFrame {
+        SHARED_FRAME.with(|f| *f.borrow_mut() = Some(buf.clone()));
+        SharedFrame
+    }
+}
+
+impl Drop for SharedFrame {
+    fn drop(&mut self) {
+        SHARED_FRAME.with(|f| *f.borrow_mut() = None);
+    }
+}
+
+/// `v` as a slice of the frame being decoded by [`decode_frame_shared`] on
+/// this thread, or else a copy.
+fn shared_or_copied(v: &[u8]) -> Bytes {
+    SHARED_FRAME.with(|f| {
+        let frame = f.borrow();
+        match frame.as_ref() {
+            Some(frame) if contains(frame, v) => frame.slice_ref(v),
+            _ => Bytes::copy_from_slice(v),
+        }
+    })
+}
+
+fn contains(outer: &[u8], inner: &[u8]) -> bool {
+    let outer = outer.as_ptr_range();
+    let inner = inner.as_ptr_range();
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// `#[serde(deserialize_with)]` for the `Bytes` that carry entry payloads
+/// and snapshot chunks: borrowed bytes become a slice of the frame being
+/// decoded by [`decode_frame_shared`]; anything else is copied, as
+/// `Bytes`' own `Deserialize` does.
+pub(crate) fn payload<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    struct Payload;
+
+    impl<'de> serde::de::Visitor<'de> for Payload {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+            Ok(shared_or_copied(v))
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(Bytes::from(v))
+        }
+    }
+
+    d.deserialize_bytes(Payload)
 }
 
 /// Decodes a frame, checking magic, version and cluster.

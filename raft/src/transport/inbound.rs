@@ -22,7 +22,7 @@ use super::errors::{ConnError, ErrorKind};
 use super::{Inbound, IncomingSnapshot, SnapshotChunk, SnapshotOffer};
 use crate::types::NodeId;
 use crate::wire::stream::CodecError;
-use crate::wire::{decode_frame, ClusterId, Frame};
+use crate::wire::{decode_frame_shared, ClusterId, Frame};
 
 /// How long a new message stream waits for its predecessor to stop.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -118,7 +118,7 @@ impl Receiver<'_> {
         match frames.next().await {
             None => Ok(None),
             Some(Err(e)) => Err(e.into()),
-            Some(Ok(bytes)) => Ok(Some(decode_frame(self.cluster, &bytes)?)),
+            Some(Ok(bytes)) => Ok(Some(decode_frame_shared(self.cluster, &bytes.freeze())?)),
         }
     }
 

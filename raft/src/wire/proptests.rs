@@ -10,8 +10,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::stream::{CodecError, FrameCodec};
 use super::{
-    decode_frame, encode_frame, message_len, messages_frame_len, ClusterId, Frame, WireError,
-    HEADER_LEN, MAGIC, WIRE_VERSION,
+    decode_frame, decode_frame_shared, encode_frame, message_len, messages_frame_len, ClusterId,
+    Frame, WireError, HEADER_LEN, MAGIC, WIRE_VERSION,
 };
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -224,6 +224,35 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
+/// The command payloads and snapshot chunk bytes of `frame`.
+fn payloads(frame: &Frame) -> Vec<Bytes> {
+    match frame {
+        Frame::Messages(msgs) => msgs
+            .iter()
+            .flat_map(|m| match &m.body {
+                MessageBody::AppendEntriesRequest(r) => r
+                    .entries
+                    .iter()
+                    .filter_map(|e| match &e.payload {
+                        EntryPayload::Command(data) => Some(data.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Frame::SnapshotChunk { data, .. } => vec![data.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `inner` points into `outer`'s memory.
+fn inside(outer: &Bytes, inner: &Bytes) -> bool {
+    let outer = outer.as_ptr_range();
+    let inner = inner.as_ptr_range();
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
 /// Every decoding error has a message that says something.
 fn assert_clear(e: &WireError) {
     let text = e.to_string();
@@ -248,6 +277,30 @@ proptest! {
             Err(WireError::ClusterMismatch { .. })
         );
         prop_assert!(refused, "a frame of another cluster was not refused");
+    }
+
+    #[test]
+    fn shared_decoding_slices_payloads_out_of_the_frame(frame in frame()) {
+        let bytes = encode_frame(CLUSTER, &frame);
+        let shared = decode_frame_shared(CLUSTER, &bytes);
+        prop_assert_eq!(&shared, &Ok(frame.clone()));
+        let Ok(shared) = shared else { unreachable!() };
+        for data in payloads(&shared).iter().filter(|d| !d.is_empty()) {
+            prop_assert!(inside(&bytes, data), "a payload of {} bytes was copied", data.len());
+        }
+        // Plain decoding copies, and so does decoding after a shared decode
+        // ended: the frame is not left behind for the next caller.
+        let copied = decode_frame(CLUSTER, &bytes).unwrap();
+        for data in payloads(&copied).iter().filter(|d| !d.is_empty()) {
+            prop_assert!(!inside(&bytes, data), "a plain decode shared a payload");
+        }
+    }
+
+    #[test]
+    fn shared_decoding_of_arbitrary_bytes_never_panics(bytes in vec(any::<u8>(), 0..512)) {
+        if let Err(e) = decode_frame_shared(CLUSTER, &Bytes::from(bytes)) {
+            assert_clear(&e);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::message::{AppendEntriesRequest, Message, MessageBody};
 use crate::transport::{Inbound, InboundStream, Peer, Transport, TransportError};
 use crate::types::{Entry, LogIndex, NodeId, ServerAddress, Term};
-use crate::wire::{decode_frame, encode_frame, ClusterId, Frame};
+use crate::wire::{decode_frame_shared, encode_frame, ClusterId, Frame};
 use bytes::Bytes;
 
 /// Runs per figure; the table shows the median.
@@ -266,7 +266,7 @@ pub fn codec_only() -> Row {
         let started = Instant::now();
         for _ in 0..BATCHES {
             let frame = encode_frame(ClusterId(0), &Frame::Messages(vec![msg.clone()]));
-            let decoded = decode_frame(ClusterId(0), &frame);
+            let decoded = decode_frame_shared(ClusterId(0), &frame);
             assert!(decoded.is_ok(), "own frame does not decode: {decoded:?}");
             let _ = std::hint::black_box(decoded);
         }
