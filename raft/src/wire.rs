@@ -227,6 +227,7 @@ fn shared_or_copied(v: &[u8]) -> Bytes {
     })
 }
 
+/// Whether `inner` lies within `outer`'s memory.
 fn contains(outer: &[u8], inner: &[u8]) -> bool {
     let outer = outer.as_ptr_range();
     let inner = inner.as_ptr_range();
