@@ -1,11 +1,14 @@
 //! The wire codec on AppendEntries frames: one `Messages` frame holding one
-//! AppendEntries of `1x256B` (1 command), `64x256B` (64 commands) or
-//! `16x4KiB` (16 commands), each command a 16-byte key + a 256-byte or
-//! 4 KiB value.
+//! AppendEntries of `1x256B` (1 command), `64x256B` (64 commands),
+//! `16x4KiB` (16 commands) or `4x64KiB` (4 commands), each command a
+//! 16-byte key + a value of 256 bytes, 4 KiB or 64 KiB.
 //!
-//! - `codec/encode/{1x256B,64x256B,16x4KiB}`: encoding as the stream
-//!   transports do (`raftkit::transport::link::encode_messages`): the exact
-//!   length from `message_len`, then `encode_frame_with_capacity`.
+//! - `codec/encode/{...}`: into one buffer of the exact length (from
+//!   `message_len`) with `encode_frame_with_capacity`.
+//! - `codec/encode_chunks/{...}`: `encode_frame_chunks`, as the stream
+//!   transports encode (`raftkit::transport::link::encode_messages`):
+//!   payloads of at least `SHARED_PAYLOAD_MIN` bytes (here the 64 KiB
+//!   ones) are shared, not copied.
 //! - `codec/decode/{1x256B,64x256B,16x4KiB}`: `decode_frame` of that frame
 //!   (every command payload copied out of it).
 //! - `codec/decode_shared/{1x256B,64x256B,16x4KiB}`: `decode_frame_shared`,
@@ -30,8 +33,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use raftkit::message::AppendEntriesRequest;
 use raftkit::wire::stream::FrameCodec;
 use raftkit::wire::{
-    decode_frame, decode_frame_shared, encode_frame_with_capacity, message_len, messages_frame_len,
-    ClusterId, Frame,
+    decode_frame, decode_frame_shared, encode_frame_chunks, encode_frame_with_capacity,
+    message_len, messages_frame_len, ClusterId, Frame, SHARED_PAYLOAD_MIN,
 };
 use raftkit::{Entry, LogIndex, Message, MessageBody, NodeId, ServerAddress, Term};
 use tokio_util::codec::{Decoder, Encoder};
@@ -43,10 +46,11 @@ const STREAM_FRAMES: usize = 256;
 const MAX_FRAME_BYTES: usize = 16 << 20;
 
 /// The frame shapes: name, commands, value bytes.
-const SHAPES: [(&str, usize, usize); 3] = [
+const SHAPES: [(&str, usize, usize); 4] = [
     ("1x256B", 1, 256),
     ("64x256B", 64, 256),
     ("16x4KiB", 16, 4096),
+    ("4x64KiB", 4, 64 * 1024),
 ];
 
 /// A `Messages` frame holding one AppendEntries of `count` commands of
@@ -100,6 +104,23 @@ fn encode_decode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("encode", name), &frame, |b, frame| {
             b.iter(|| encode(black_box(frame)));
         });
+        let copied = if value + KEY_BYTES >= SHARED_PAYLOAD_MIN {
+            bytes.len() - count * (value + KEY_BYTES)
+        } else {
+            bytes.len()
+        };
+        assert_eq!(
+            encode_frame_chunks(CLUSTER, &frame, copied).to_bytes(),
+            bytes,
+            "{name}: the chunks are not the frame"
+        );
+        group.bench_with_input(
+            BenchmarkId::new("encode_chunks", name),
+            &frame,
+            |b, frame| {
+                b.iter(|| encode_frame_chunks(CLUSTER, black_box(frame), copied));
+            },
+        );
         group.bench_with_input(BenchmarkId::new("decode", name), &bytes, |b, bytes| {
             b.iter(|| decode_frame(CLUSTER, black_box(bytes)).expect("decodes"));
         });

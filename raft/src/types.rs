@@ -149,7 +149,13 @@ pub enum EntryPayload {
     /// The no-op a new leader appends to commit entries of earlier terms (§8).
     Blank,
     /// An application command for the FSM.
-    Command(#[serde(deserialize_with = "crate::wire::payload")] Bytes),
+    Command(
+        #[serde(
+            serialize_with = "crate::wire::share_payload",
+            deserialize_with = "crate::wire::payload"
+        )]
+        Bytes,
+    ),
     /// A new cluster configuration; it takes effect as soon as it is appended.
     Configuration(Configuration),
 }

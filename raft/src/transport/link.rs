@@ -17,17 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
 use super::errors::{ErrorCounts, ErrorKind, BYTES_SENT_METRIC, MESSAGES_SENT_METRIC};
 use super::{Peer, TransportError};
-use crate::message::Message;
-use crate::types::NodeId;
+use crate::message::{Message, MessageBody};
+use crate::types::{EntryPayload, NodeId};
 use crate::wire::{
-    encode_frame_with_capacity, message_len, messages_frame_len, ClusterId, Frame, WireError,
+    encode_frame_chunks, message_len, messages_frame_len, ClusterId, Frame, FrameChunks, WireError,
+    SHARED_PAYLOAD_MIN,
 };
 
 /// A peer's queue and its reachability.
@@ -243,8 +243,9 @@ pub fn fill_batch(
 /// Messages encoded as frames, ready to write.
 #[derive(Debug, Default)]
 pub struct Encoded {
-    /// The frames, in order, each within the limits.
-    pub frames: Vec<Bytes>,
+    /// The frames, in order, each within the limits; large entry payloads
+    /// are shared with the messages, not copied ([`FrameChunks`]).
+    pub frames: Vec<FrameChunks>,
     /// Their bytes, 4-byte length prefixes included.
     pub wire_bytes: usize,
     /// How many messages of each kind they hold.
@@ -283,7 +284,7 @@ impl Encoded {
 /// let limits = BatchLimits { max_messages: 1024, max_batch_bytes: 100, max_frame_bytes: 1 << 20 };
 /// let encoded = encode_messages(ClusterId(1), vec![msg; 20], &limits, &ErrorCounts::default());
 /// assert!(encoded.frames.len() > 1);
-/// assert!(encoded.frames.iter().all(|f| f.len() <= 100));
+/// assert!(encoded.frames.iter().all(|f| f.len <= 100));
 /// ```
 pub fn encode_messages(
     cluster: ClusterId,
@@ -328,9 +329,26 @@ pub fn encode_messages(
 
 fn push_frame(cluster: ClusterId, msgs: Vec<Message>, body: usize, out: &mut Encoded) {
     let len = messages_frame_len(msgs.len(), body);
-    let frame = encode_frame_with_capacity(cluster, &Frame::Messages(msgs), len);
-    out.wire_bytes += frame.len() + 4;
+    let copied = len - msgs.iter().map(shared_payload_bytes).sum::<usize>();
+    let frame = encode_frame_chunks(cluster, &Frame::Messages(msgs), copied);
+    out.wire_bytes += frame.len + 4;
     out.frames.push(frame);
+}
+
+/// The payload bytes of `msg` that [`encode_frame_chunks`] shares rather
+/// than copies.
+fn shared_payload_bytes(msg: &Message) -> usize {
+    match &msg.body {
+        MessageBody::AppendEntriesRequest(r) => r
+            .entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Command(data) if data.len() >= SHARED_PAYLOAD_MIN => data.len(),
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// Exponential reconnect delays with jitter, from a seed derived from the
@@ -474,7 +492,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::message::{AppendEntriesRequest, MessageBody};
+    use crate::message::AppendEntriesRequest;
     use crate::types::{Entry, LogIndex, ServerAddress, Term};
     use crate::wire::decode_frame;
 
@@ -500,10 +518,10 @@ mod tests {
         }
     }
 
-    fn seqs(frames: &[Bytes]) -> Vec<u64> {
+    fn seqs(frames: &[FrameChunks]) -> Vec<u64> {
         let mut out = Vec::new();
         for f in frames {
-            match decode_frame(CLUSTER, f) {
+            match decode_frame(CLUSTER, &f.to_bytes()) {
                 Ok(Frame::Messages(msgs)) => out.extend(msgs.iter().map(|m| match &m.body {
                     MessageBody::AppendEntriesRequest(r) => r.round,
                     other => panic!("unexpected {}", other.kind()),
@@ -526,10 +544,10 @@ mod tests {
         let encoded = encode_messages(CLUSTER, msgs, &limits, &errors);
         assert!(encoded.frames.len() >= 5, "{} frames", encoded.frames.len());
         for f in &encoded.frames {
-            assert!(f.len() <= 10_000, "a frame of {} bytes", f.len());
+            assert!(f.len <= 10_000, "a frame of {} bytes", f.len);
         }
         assert_eq!(seqs(&encoded.frames), (0..50).collect::<Vec<_>>());
-        let wire: usize = encoded.frames.iter().map(|f| f.len() + 4).sum();
+        let wire: usize = encoded.frames.iter().map(|f| f.len + 4).sum();
         assert_eq!(encoded.wire_bytes, wire);
         assert_eq!(encoded.kinds, vec![("append_entries", 50)]);
         assert_eq!(errors.get(ErrorKind::OversizedMessage), 0);

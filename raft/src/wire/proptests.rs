@@ -3,15 +3,18 @@
 //! each give `Ok` or a clear `Err`, never a panic; valid frames round-trip.
 //! Case counts are bounded so the whole module runs in a few seconds.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::io::IoSlice;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::stream::{CodecError, FrameCodec};
+use super::stream::{CodecError, FrameCodec, PrefixedFrames};
 use super::{
-    contains, decode_frame, decode_frame_shared, encode_frame, message_len, messages_frame_len,
-    ClusterId, Frame, WireError, HEADER_LEN, MAGIC, WIRE_VERSION,
+    contains, decode_frame, decode_frame_shared, encode_frame, encode_frame_chunks, message_len,
+    messages_frame_len, ClusterId, Frame, WireError, HEADER_LEN, MAGIC, SHARED_PAYLOAD_MIN,
+    WIRE_VERSION,
 };
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -66,10 +69,21 @@ fn configuration() -> impl Strategy<Value = Configuration> {
     .prop_map(Configuration::new)
 }
 
+/// Payload bytes: mostly short ones, some right around the length from
+/// which chunked encoding shares them.
+fn data(short: usize) -> impl Strategy<Value = Bytes> {
+    prop_oneof![
+        4 => vec(any::<u8>(), 0..short),
+        1 => (any::<u8>(), SHARED_PAYLOAD_MIN - 2..SHARED_PAYLOAD_MIN + 2)
+            .prop_map(|(byte, len)| vec![byte; len]),
+    ]
+    .prop_map(Bytes::from)
+}
+
 fn entry() -> impl Strategy<Value = Entry> {
     let payload = prop_oneof![
         Just(EntryPayload::Blank),
-        vec(any::<u8>(), 0..64).prop_map(|d| EntryPayload::Command(Bytes::from(d))),
+        data(64).prop_map(EntryPayload::Command),
         configuration().prop_map(EntryPayload::Configuration),
     ];
     (index(), term(), payload).prop_map(|(index, term, payload)| Entry {
@@ -173,13 +187,8 @@ fn frame() -> impl Strategy<Value = Frame> {
                 meta,
             })
         }),
-        (any::<u64>(), vec(any::<u8>(), 0..256), any::<bool>()).prop_map(|(offset, data, done)| {
-            Frame::SnapshotChunk {
-                offset,
-                data: Bytes::from(data),
-                done,
-            }
-        }),
+        (any::<u64>(), data(256), any::<bool>())
+            .prop_map(|(offset, data, done)| { Frame::SnapshotChunk { offset, data, done } }),
         Just(Frame::SnapshotReceived),
     ]
 }
@@ -287,6 +296,62 @@ proptest! {
         for data in payloads(&copied).iter().filter(|d| !d.is_empty()) {
             prop_assert!(!contains(&bytes, data), "a plain decode shared a payload");
         }
+    }
+
+    #[test]
+    fn chunked_encoding_is_the_frame_with_large_payloads_shared(frame in frame()) {
+        let whole = encode_frame(CLUSTER, &frame);
+        let chunked = encode_frame_chunks(CLUSTER, &frame, 32);
+        prop_assert_eq!(chunked.len, whole.len());
+        prop_assert_eq!(chunked.chunks.iter().map(Bytes::len).sum::<usize>(), chunked.len);
+        prop_assert!(chunked.chunks.iter().all(|c| !c.is_empty()), "an empty chunk");
+        prop_assert_eq!(chunked.to_bytes(), whole);
+        for data in payloads(&frame) {
+            let shared = chunked
+                .chunks
+                .iter()
+                .any(|c| c.as_ptr() == data.as_ptr() && c.len() == data.len());
+            prop_assert_eq!(
+                shared,
+                data.len() >= SHARED_PAYLOAD_MIN,
+                "a payload of {} bytes shared: {}", data.len(), shared
+            );
+        }
+        // Sharing ends with the call: a plain encode afterwards copies.
+        let again = encode_frame(CLUSTER, &frame);
+        for data in payloads(&frame).iter().filter(|d| !d.is_empty()) {
+            prop_assert!(!contains(&again, data) || again.as_ptr() == data.as_ptr());
+        }
+    }
+
+    #[test]
+    fn prefixed_frames_are_the_codecs_bytes_however_the_writes_split(
+        frames in vec(frame(), 1..4),
+        steps in vec(1..300usize, 1..32),
+    ) {
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut expected = BytesMut::new();
+        for frame in &frames {
+            codec.encode(encode_frame(CLUSTER, frame), &mut expected).unwrap();
+        }
+        let chunked = frames.iter().map(|f| encode_frame_chunks(CLUSTER, f, 16)).collect();
+        let mut buf = PrefixedFrames::new(chunked, 1 << 20).unwrap();
+        prop_assert_eq!(buf.remaining(), expected.len());
+        // Each "write" takes part of what the vectored view offers, as a
+        // socket taking a short write does.
+        let mut written = Vec::new();
+        let mut steps = steps.into_iter().cycle();
+        while buf.has_remaining() {
+            let mut slices = [IoSlice::new(&[]); 3];
+            let n = buf.chunks_vectored(&mut slices);
+            let offered: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            prop_assert!(!offered.is_empty(), "nothing offered with {} left", buf.remaining());
+            prop_assert_eq!(&offered[..buf.chunk().len().min(offered.len())], buf.chunk());
+            let take = steps.next().unwrap().min(offered.len());
+            written.extend_from_slice(&offered[..take]);
+            buf.advance(take);
+        }
+        prop_assert_eq!(written, expected.to_vec());
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! stream): a 4-byte big-endian length, then a [`crate::wire`] frame of at
 //! most `max_frame_bytes`. Every stream transport frames with this one codec.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+use super::{FrameChunks, WireError};
 
 /// A framing error on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,97 @@ impl Encoder<Bytes> for FrameCodec {
     }
 }
 
+/// Frames behind their 4-byte lengths, as the buffers to write in order:
+/// the bytes [`FrameCodec`] puts on a stream, without copying a frame's
+/// buffers into one. As a [`Buf`] it feeds vectored writes
+/// (`write_all_buf`); [`PrefixedFrames::chunks`] suits quinn's chunk writes.
+///
+/// ```
+/// use bytes::{Buf, Bytes};
+/// use raftkit::wire::stream::PrefixedFrames;
+/// let frame = raftkit::wire::FrameChunks {
+///     chunks: vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")],
+///     len: 5,
+/// };
+/// let mut out = PrefixedFrames::new(vec![frame], 1024).unwrap();
+/// assert_eq!(out.remaining(), 9);
+/// assert_eq!(out.copy_to_bytes(9), Bytes::from_static(b"\0\0\0\x05abcde"));
+/// ```
+#[derive(Debug, Default)]
+pub struct PrefixedFrames {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl PrefixedFrames {
+    /// `frames` behind their lengths; refuses a frame over
+    /// `max_frame_bytes` (or over 4 GiB), as the codec does.
+    pub fn new(frames: Vec<FrameChunks>, max_frame_bytes: usize) -> Result<Self, WireError> {
+        let mut out = PrefixedFrames {
+            chunks: VecDeque::with_capacity(frames.iter().map(|f| f.chunks.len() + 1).sum()),
+            remaining: 0,
+        };
+        for frame in frames {
+            let len = u32::try_from(frame.len)
+                .ok()
+                .filter(|_| frame.len <= max_frame_bytes)
+                .ok_or(WireError::TooLarge {
+                    len: frame.len,
+                    max: max_frame_bytes,
+                })?;
+            out.remaining += 4 + frame.len;
+            out.chunks
+                .push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
+            out.chunks
+                .extend(frame.chunks.into_iter().filter(|c| !c.is_empty()));
+        }
+        Ok(out)
+    }
+
+    /// The buffers, in order (for a write that takes a slice of them).
+    pub fn chunks(&mut self) -> &mut [Bytes] {
+        self.chunks.make_contiguous()
+    }
+}
+
+impl Buf for PrefixedFrames {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| &c[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the end of the frames");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                break;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
+        }
+        while self.chunks.front().is_some_and(Bytes::is_empty) {
+            self.chunks.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::wire::{decode_frame, ClusterId};
@@ -121,6 +215,20 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
+
+    #[test]
+    fn prefixed_frames_refuse_a_frame_over_the_maximum() {
+        let frame = FrameChunks::from(Bytes::from(vec![0u8; 1025]));
+        assert!(matches!(
+            PrefixedFrames::new(vec![frame.clone()], 1024),
+            Err(WireError::TooLarge {
+                len: 1025,
+                max: 1024
+            })
+        ));
+        let fits = PrefixedFrames::new(vec![frame], 1025).expect("at the maximum");
+        assert_eq!(fits.remaining(), 1029);
+    }
 
     #[test]
     fn length_prefix_above_the_maximum_is_refused_at_once() {

@@ -11,13 +11,14 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::Buf;
 use raftkit::transport::errors::ErrorKind;
 use raftkit::transport::link::{
     drain_closed, encode_messages, fill_batch, reconnect, Backoff, Link, LinkState, Reconnect,
     Reconnecting,
 };
-use raftkit::wire::{encode_frame, Frame};
+use raftkit::wire::stream::PrefixedFrames;
+use raftkit::wire::{encode_frame, Frame, FrameChunks};
 use raftkit::{Message, Peer, TransportError};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -140,7 +141,7 @@ async fn open(shared: &Shared, peer: &Peer) -> Result<Conn, TransportError> {
                 from: shared.id.clone(),
             },
         );
-        write_frames(shared, &mut stream, vec![hello]).await?;
+        write_frames(shared, &mut stream, vec![hello.into()]).await?;
         Ok(stream)
     };
     match opened.await {
@@ -166,30 +167,21 @@ async fn write_batch(
 }
 
 /// Writes each frame behind its 4-byte length, within the write timeout;
-/// returns the bytes written. The frames' buffers go to quinn uncopied.
+/// returns the bytes written. The frames' buffers, shared payloads
+/// included, go to quinn uncopied. (quinn finds each packet's bytes by
+/// walking the buffers not yet acknowledged, so many small buffers cost
+/// more than copying them: hence sharing only payloads of at least
+/// [`raftkit::wire::SHARED_PAYLOAD_MIN`].)
 pub(crate) async fn write_frames(
     shared: &Shared,
     stream: &mut quinn::SendStream,
-    frames: Vec<Bytes>,
+    frames: Vec<FrameChunks>,
 ) -> Result<usize, TransportError> {
-    let mut chunks = Vec::with_capacity(frames.len() * 2);
-    let mut bytes = 0;
-    for frame in frames {
-        if frame.len() > shared.config.max_frame_bytes {
-            return Err(TransportError::Wire(raftkit::wire::WireError::TooLarge {
-                len: frame.len(),
-                max: shared.config.max_frame_bytes,
-            }));
-        }
-        // `max_frame_bytes` fits a u32 (checked by `validate`).
-        let len = frame.len() as u32;
-        bytes += frame.len() + 4;
-        chunks.push(Bytes::copy_from_slice(&len.to_be_bytes()));
-        chunks.push(frame);
-    }
+    let mut out = PrefixedFrames::new(frames, shared.config.max_frame_bytes)?;
+    let bytes = out.remaining();
     match timeout(
         shared.config.write_timeout,
-        stream.write_all_chunks(&mut chunks),
+        stream.write_all_chunks(out.chunks()),
     )
     .await
     {

@@ -6,13 +6,12 @@
 //!                                                        ◀── SnapshotReceived
 //! ```
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use raftkit::transport::chunks::spawn_reader;
 use raftkit::transport::errors::BYTES_SENT_METRIC;
 use raftkit::wire::stream::FrameCodec;
-use raftkit::wire::{decode_frame, encode_frame, Frame};
-use raftkit::{Peer, SnapshotChunk, SnapshotOffer, SnapshotReader, TransportError};
+use raftkit::wire::{decode_frame, encode_frame, encode_snapshot_chunk, Frame, FrameChunks};
+use raftkit::{Peer, SnapshotOffer, SnapshotReader, TransportError};
 use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 
@@ -41,18 +40,18 @@ pub(crate) async fn send(
         from: shared.id.clone(),
     };
     let head = vec![
-        encode_frame(cluster, &hello),
-        encode_frame(cluster, &Frame::SnapshotOffer(offer)),
+        encode_frame(cluster, &hello).into(),
+        encode_frame(cluster, &Frame::SnapshotOffer(offer)).into(),
     ];
     write(shared, &mut stream, head).await?;
 
     let mut chunks = spawn_reader(data, shared.config.snapshot_chunk_bytes);
     while let Some(chunk) = chunks.recv().await {
-        let SnapshotChunk { offset, data, done } = chunk.map_err(|source| TransportError::Io {
+        let chunk = chunk.map_err(|source| TransportError::Io {
             context: "reading snapshot data".to_owned(),
             source,
         })?;
-        let frame = encode_frame(cluster, &Frame::SnapshotChunk { offset, data, done });
+        let frame = encode_snapshot_chunk(cluster, chunk);
         write(shared, &mut stream, vec![frame]).await?;
     }
     // Already finished only if the peer stopped the stream, which the
@@ -85,7 +84,7 @@ pub(crate) async fn send(
 async fn write(
     shared: &Shared,
     stream: &mut quinn::SendStream,
-    frames: Vec<Bytes>,
+    frames: Vec<FrameChunks>,
 ) -> Result<(), TransportError> {
     let bytes = write_frames(shared, stream, frames).await?;
     metrics::counter!(BYTES_SENT_METRIC, "kind" => "snapshot").increment(bytes as u64);

@@ -19,10 +19,10 @@ use raftkit::transport::link::{
     drain_closed, encode_messages, fill_batch, reconnect, Backoff, Link, LinkState, Reconnect,
     Reconnecting,
 };
-use raftkit::wire::stream::{CodecError, FrameCodec};
+use raftkit::wire::stream::{CodecError, FrameCodec, PrefixedFrames};
 use raftkit::wire::{encode_frame, Frame};
 use raftkit::{Message, Peer, TransportError};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -116,7 +116,7 @@ async fn open(shared: &Shared, peer: &Peer) -> Result<Conn, TransportError> {
             from: shared.id.clone(),
         },
     );
-    send_frame(shared, &mut write, hello, false).await?;
+    send_frame(shared, &mut write, hello).await?;
     Ok(Conn { read, write })
 }
 
@@ -131,7 +131,9 @@ async fn peer_closed(conn: &mut Option<Conn>) {
     }
 }
 
-/// Writes `msgs` as `Messages` frames within the batching limits, then flushes.
+/// Writes `msgs` as `Messages` frames within the batching limits, with
+/// vectored writes of the frames' buffers (large entry payloads are not
+/// copied on the way), then flushes.
 async fn write_batch(
     shared: &Shared,
     c: &mut Conn,
@@ -139,32 +141,40 @@ async fn write_batch(
 ) -> Result<(), TransportError> {
     let limits = shared.config.batch_limits();
     let mut encoded = encode_messages(shared.config.cluster, msgs, &limits, &shared.errors);
-    for frame in std::mem::take(&mut encoded.frames) {
-        send_frame(shared, &mut c.write, frame, true).await?;
-    }
-    timeout(shared.config.write_timeout, c.write.flush())
+    let mut out = PrefixedFrames::new(
+        std::mem::take(&mut encoded.frames),
+        shared.config.max_frame_bytes,
+    )?;
+    let write = async {
+        // Whatever the codec still buffers goes first, to keep the order.
+        c.write
+            .flush()
+            .await
+            .map_err(|e| codec_error("flushing", e))?;
+        let stream = c.write.get_mut();
+        stream
+            .write_all_buf(&mut out)
+            .await
+            .map_err(|e| io_error("writing messages", e))?;
+        stream
+            .flush()
+            .await
+            .map_err(|e| io_error("flushing messages", e))
+    };
+    timeout(shared.config.write_timeout, write)
         .await
-        .map_err(|_| write_timed_out())?
-        .map_err(|e| codec_error("flushing messages", e))?;
+        .map_err(|_| write_timed_out())??;
     encoded.record_sent();
     Ok(())
 }
 
-/// Queues one frame for writing (flushing when `feed_only` is false).
+/// Writes and flushes one frame, within the write timeout.
 async fn send_frame(
     shared: &Shared,
     write: &mut FramedWrite<WriteHalf<Stream>, FrameCodec>,
     frame: Bytes,
-    feed_only: bool,
 ) -> Result<(), TransportError> {
-    let fut = async {
-        if feed_only {
-            write.feed(frame).await
-        } else {
-            write.send(frame).await
-        }
-    };
-    match timeout(shared.config.write_timeout, fut).await {
+    match timeout(shared.config.write_timeout, write.send(frame)).await {
         Err(_) => Err(write_timed_out()),
         Ok(Err(e)) => Err(codec_error("writing a frame", e)),
         Ok(Ok(())) => Ok(()),

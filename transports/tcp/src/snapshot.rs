@@ -5,13 +5,14 @@
 //!                                                        ◀── SnapshotReceived
 //! ```
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::Buf;
+use futures_util::StreamExt;
 use raftkit::transport::chunks::spawn_reader;
 use raftkit::transport::errors::BYTES_SENT_METRIC;
-use raftkit::wire::stream::FrameCodec;
-use raftkit::wire::{decode_frame, encode_frame, Frame};
-use raftkit::{Peer, SnapshotChunk, SnapshotOffer, SnapshotReader, TransportError};
+use raftkit::wire::stream::{FrameCodec, PrefixedFrames};
+use raftkit::wire::{decode_frame, encode_frame, encode_snapshot_chunk, Frame, FrameChunks};
+use raftkit::{Peer, SnapshotOffer, SnapshotReader, TransportError};
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
@@ -36,28 +37,24 @@ pub(crate) async fn send(
             &Frame::Hello {
                 from: shared.id.clone(),
             },
-        ),
+        )
+        .into(),
     )
     .await?;
     write(
         shared,
         &mut framed,
-        encode_frame(cluster, &Frame::SnapshotOffer(offer)),
+        encode_frame(cluster, &Frame::SnapshotOffer(offer)).into(),
     )
     .await?;
 
     let mut chunks = spawn_reader(data, shared.config.snapshot_chunk_bytes);
     while let Some(chunk) = chunks.recv().await {
-        let SnapshotChunk { offset, data, done } = chunk.map_err(|source| TransportError::Io {
+        let chunk = chunk.map_err(|source| TransportError::Io {
             context: "reading snapshot data".to_owned(),
             source,
         })?;
-        write(
-            shared,
-            &mut framed,
-            encode_frame(cluster, &Frame::SnapshotChunk { offset, data, done }),
-        )
-        .await?;
+        write(shared, &mut framed, encode_snapshot_chunk(cluster, chunk)).await?;
     }
     match timeout(shared.config.snapshot_ack_timeout, framed.next()).await {
         Err(_) => Err(unreachable(
@@ -79,15 +76,23 @@ pub(crate) async fn send(
     }
 }
 
+/// Writes one frame with a vectored write straight to the socket (the
+/// codec only reads on this connection, so nothing waits in its buffer).
 async fn write(
     shared: &Shared,
     framed: &mut Framed<Stream, FrameCodec>,
-    frame: Bytes,
+    frame: FrameChunks,
 ) -> Result<(), TransportError> {
-    metrics::counter!(BYTES_SENT_METRIC, "kind" => "snapshot").increment(frame.len() as u64 + 4);
-    match timeout(shared.config.write_timeout, framed.send(frame)).await {
+    let mut out = PrefixedFrames::new(vec![frame], shared.config.max_frame_bytes)?;
+    metrics::counter!(BYTES_SENT_METRIC, "kind" => "snapshot").increment(out.remaining() as u64);
+    let write = async {
+        let stream = framed.get_mut();
+        stream.write_all_buf(&mut out).await?;
+        stream.flush().await
+    };
+    match timeout(shared.config.write_timeout, write).await {
         Err(_) => Err(write_timed_out()),
-        Ok(Err(e)) => Err(codec_error("writing a snapshot frame", e)),
+        Ok(Err(e)) => Err(codec_error("writing a snapshot frame", e.into())),
         Ok(Ok(())) => Ok(()),
     }
 }
