@@ -10,6 +10,11 @@
 use raftkit::testing::transport::bench;
 use raftkit_inmem::InmemNetwork;
 
+/// The allocator of the `raftkit` binary, so these figures are the ones a
+/// node sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let net = InmemNetwork::new(7);

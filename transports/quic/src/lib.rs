@@ -80,47 +80,46 @@
 //! CPU per byte than kernel TCP, and its message path has more task hops.
 //! `cargo run --release -p raftkit-quic --example quic_bench` (and the
 //! `tcp_bench`, `inmem_bench` examples of the other transports, all through
-//! `raftkit::testing::transport::bench`) measures loopback; a 64 KiB batch
-//! is one AppendEntries of 16 × 4 KiB entries per `send`. Each figure is a
-//! median of 5 runs; the machine is a shared 2-core one whose load moves
-//! the figures 2–3×, so the ranges below span five invocations of the
-//! examples at load averages of 5 to 7:
+//! `raftkit::testing::transport::bench`, all with the `raftkit` binary's
+//! allocator, mimalloc) measures loopback; a 64 KiB batch is one
+//! AppendEntries of 16 × 4 KiB entries per `send`. Each figure is a median
+//! of 5 runs within one invocation; the ranges span five alternating
+//! invocations on the shared 2-core machine (load average about 1.4):
 //!
 //! | transport | small msgs/s | 64 KiB batches, MB/s | ping-pong RTT p50 |
 //! |---|---:|---:|---:|
-//! | raw TCP, no framing (floor) | – | 1437–2073 | 6–57 µs |
-//! | TCP (plain) | 459–903 k | 305–1450 (median 920) | 15–66 µs |
-//! | TCP (mTLS) | 424–917 k | 239–1096 (median 576) | 16–19 µs |
-//! | QUIC (mTLS) | 442–665 k | 247–511 (median 390) | 29–87 µs |
+//! | raw TCP, no framing, 64 KiB writes | – | 1349–1551 | 73–83 µs |
+//! | TCP (plain) | 1.19–1.32 M | 2312–2651 | 65–74 µs |
+//! | TCP (mTLS) | 1.18–1.27 M | 1736–1957 | 79–88 µs |
+//! | QUIC (mTLS) | 0.97–1.09 M | 868–918 | 80–90 µs |
 //!
-//! Like with like, invocation by invocation, QUIC moved 64 KiB batches at
-//! 41–163% of TCP with mutual TLS (median 62%: under the 70% aimed for
-//! whenever the machine is quiet enough for TCP to run ahead) and at
-//! 27–128% of plain TCP (median 37%).
+//! Invocation by invocation, QUIC moved 64 KiB batches at 47–53% of TCP
+//! with mutual TLS (median 47%). Built with glibc's allocator instead, all
+//! are slower and TCP more so: QUIC 785–852 MB/s, TCP with mTLS
+//! 1227–1527, a median ratio of 61%. Either way it is short of the 70%
+//! aimed for.
 //!
-//! On a quiet machine (load average under 1.5, three alternating
-//! invocations of `tcp_bench` and `quic_bench`), 64 KiB batches ran at
-//! 1319–1402 MB/s over plain TCP, 856–1056 over TCP with mutual TLS and
-//! 610–670 over QUIC: 63–71% of TCP with mutual TLS, 44–51% of plain TCP.
-//! Raising glibc's mmap and trim thresholds (`GLIBC_TUNABLES`) sped both up
-//! (QUIC 720–738, TCP with mTLS 1287–1331), so the allocator is not what
-//! QUIC lacks.
-//!
-//! A profile of the QUIC batch run (`perf record --call-graph dwarf`) puts
-//! about 70% of the CPU in quinn (packet assembly with a copy of every
-//! byte into its packet, AES-GCM per packet, ACK processing, UDP send and
-//! receive), 12% in encoding frames and 11% in reading and decoding them.
-//! quinn's statistics after a run show no loss, no congestion event and a
-//! congestion window far above what is in flight (about 520 000 packets of
-//! 1452 bytes, 8 per `sendmsg` with GSO): the limit is CPU per packet, not
-//! flow or congestion control. quinn's knobs did not buy throughput on
-//! loopback: an MTU bound of 8952 (also as the initial MTU) was no faster,
-//! one of 16 000 stalled the run, send fairness off and a 1 MB initial
-//! congestion window were within noise, the ACK-frequency extension was
-//! slower, and turning segmentation offload (GSO) off cost about 40%.
-//! TCP's own figure rose about 2–3× when its batches got a byte cap
-//! (`TcpConfig::batch_max_bytes`) instead of being encoded as one frame of
-//! up to 1024 messages and split again.
+//! During the batch phase QUIC is CPU-bound: both cores are busy (190%)
+//! for about 950 MB/s, 127 µs of CPU per 64 KiB batch against 56 µs for
+//! TCP with mutual TLS, which moves twice the bytes on 1.1 cores. A
+//! profile of that phase (`perf record --call-graph dwarf`) puts most of
+//! the CPU in quinn: packet assembly (a copy of every byte into its
+//! packet), AES-GCM and header protection per packet, ACK processing, UDP
+//! send and receive, and the hand-offs between quinn's endpoint and
+//! connection tasks and ours. quinn's statistics show no loss, no
+//! congestion event and a congestion window far above what is in flight:
+//! the limit is CPU per packet, not flow or congestion control. quinn's
+//! knobs did not buy throughput on loopback: MTU bounds of 8952, 16 000
+//! and 65 000 were no faster (MTU discovery raises the packet size, but
+//! GSO already sends 8–10 packets per `sendmsg`), send fairness off and a
+//! 1 MB initial congestion window were within noise, asking for fewer ACKs
+//! (the ACK-frequency extension, thresholds 1 to 31) was within noise or
+//! slower, AES-128-GCM first changed nothing, and turning segmentation
+//! offload (GSO) off cost about 40%. Payloads of 16 KiB or more go to
+//! quinn as their own buffers, uncopied
+//! ([`raftkit::wire::SHARED_PAYLOAD_MIN`]); sharing the 4 KiB entries of
+//! this benchmark made it about 10% slower, because quinn finds the bytes
+//! of each packet by walking its unacknowledged buffers.
 //!
 //! ```
 //! use raftkit::testing::transport::heartbeat;

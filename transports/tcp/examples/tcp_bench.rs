@@ -15,6 +15,11 @@ use raftkit_tcp::{TcpConfig, TcpTransport, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The allocator of the `raftkit` binary, so these figures are the ones a
+/// node sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let any = "127.0.0.1:0".parse().expect("socket address");
