@@ -18,14 +18,16 @@ use raftkit_memory::{MemLogStore, MemSnapshotStore, MemStableStore};
 
 const T: Duration = Duration::from_secs(10);
 
-/// Sums the numbers it is sent; the sum is visible to the test.
+/// Sums the numbers it is sent; the sum, and how many batches it was
+/// handed, are visible to the test.
 #[derive(Clone, Default)]
-struct Sum(Arc<AtomicI64>);
+struct Sum(Arc<AtomicI64>, Arc<AtomicU64>);
 
 impl Fsm for Sum {
     type Response = i64;
 
     fn apply(&mut self, batch: &[Committed]) -> Vec<i64> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         batch
             .iter()
             .map(|c| {
@@ -193,6 +195,50 @@ async fn three_servers_elect_replicate_and_apply_everywhere() {
     for n in &nodes {
         n.raft.shutdown().await;
         assert_eq!(n.raft.state(), RaftState::Shutdown);
+    }
+}
+
+/// Followers hold committed entries back from their FSMs for up to a
+/// millisecond and hand them over in batches, instead of waking the FSM for
+/// every commit round; they still apply every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_apply_in_batches() {
+    let net = InmemNetwork::new(9);
+    let nodes = cluster(&net, &["a", "b", "c"], |_| {}).await;
+    let l = leader_of(&nodes).await;
+    let batches = |n: &Node| n.sum.1.load(Ordering::SeqCst);
+    let before: Vec<u64> = nodes.iter().map(batches).collect();
+    let mut expected = 0;
+    // One command at a time: the leader applies each in a batch of its own.
+    for n in 1..=200 {
+        expected += n;
+        nodes[l]
+            .raft
+            .apply(Bytes::from(n.to_string()), T)
+            .await
+            .expect("apply on the leader");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        wait_until(&format!("server {i} applies all 200 commands"), || {
+            n.sum.0.load(Ordering::SeqCst) == expected
+        })
+        .await;
+    }
+    let leader = batches(&nodes[l]) - before[l];
+    assert!(
+        leader >= 200,
+        "the leader applied 200 commands in {leader} batches"
+    );
+    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != l) {
+        let follower = batches(n) - before[i];
+        assert!(
+            follower * 2 <= leader,
+            "follower {i} applied 200 commands in {follower} batches, the leader in {leader}: \
+             it did not hold them back"
+        );
+    }
+    for n in &nodes {
+        n.raft.shutdown().await;
     }
 }
 
