@@ -161,6 +161,31 @@ async fn leader_of(nodes: &[Node]) -> usize {
     }
 }
 
+/// Applies the numbers 1..=`count` on `leader`, one at a time; returns
+/// their sum.
+async fn apply_one_by_one(leader: &Node, count: i64) -> i64 {
+    let mut sum = 0;
+    for n in 1..=count {
+        sum += n;
+        leader
+            .raft
+            .apply(Bytes::from(n.to_string()), T)
+            .await
+            .expect("apply on the leader");
+    }
+    sum
+}
+
+/// Waits until every server's sum is `sum`: all `count` commands applied.
+async fn wait_all_applied(nodes: &[Node], count: i64, sum: i64) {
+    for (i, n) in nodes.iter().enumerate() {
+        wait_until(&format!("server {i} applies all {count} commands"), || {
+            n.sum.0.load(Ordering::SeqCst) == sum
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_elect_replicate_and_apply_everywhere() {
     let net = InmemNetwork::new(1);
@@ -176,12 +201,7 @@ async fn three_servers_elect_replicate_and_apply_everywhere() {
             .expect("apply on the leader");
         assert_eq!(sum, expected, "the FSM's response is the running sum");
     }
-    for (i, n) in nodes.iter().enumerate() {
-        wait_until(&format!("server {i} applies all 100 commands"), || {
-            n.sum.0.load(Ordering::SeqCst) == expected
-        })
-        .await;
-    }
+    wait_all_applied(&nodes, 100, expected).await;
     let follower = (l + 1) % 3;
     match nodes[follower].raft.apply(Bytes::from("1"), T).await {
         Err(RaftError::NotLeader {
@@ -208,22 +228,9 @@ async fn followers_apply_in_batches() {
     let l = leader_of(&nodes).await;
     let batches = |n: &Node| n.sum.1.load(Ordering::SeqCst);
     let before: Vec<u64> = nodes.iter().map(batches).collect();
-    let mut expected = 0;
     // One command at a time: the leader applies each in a batch of its own.
-    for n in 1..=200 {
-        expected += n;
-        nodes[l]
-            .raft
-            .apply(Bytes::from(n.to_string()), T)
-            .await
-            .expect("apply on the leader");
-    }
-    for (i, n) in nodes.iter().enumerate() {
-        wait_until(&format!("server {i} applies all 200 commands"), || {
-            n.sum.0.load(Ordering::SeqCst) == expected
-        })
-        .await;
-    }
+    let sum = apply_one_by_one(&nodes[l], 200).await;
+    wait_all_applied(&nodes, 200, sum).await;
     let leader = batches(&nodes[l]) - before[l];
     assert!(
         leader >= 200,
@@ -249,19 +256,8 @@ async fn state_machines_on_the_runtime_apply_and_snapshot() {
     let net = InmemNetwork::new(7);
     let nodes = cluster(&net, &["a", "b", "c"], |c| c.fsm_on_runtime = true).await;
     let l = leader_of(&nodes).await;
-    for n in 1..=50 {
-        nodes[l]
-            .raft
-            .apply(Bytes::from(n.to_string()), T)
-            .await
-            .expect("apply on the leader");
-    }
-    for (i, n) in nodes.iter().enumerate() {
-        wait_until(&format!("server {i} applies all 50 commands"), || {
-            n.sum.0.load(Ordering::SeqCst) == 1275
-        })
-        .await;
-    }
+    let sum = apply_one_by_one(&nodes[l], 50).await;
+    wait_all_applied(&nodes, 50, sum).await;
     let meta = nodes[l].raft.snapshot().await.expect("snapshot");
     assert!(meta.index >= LogIndex(50), "{meta:?}");
     for n in &nodes {
