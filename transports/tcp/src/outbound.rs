@@ -12,27 +12,25 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::SinkExt;
+use bytes::Buf;
 use raftkit::transport::errors::ErrorKind;
 use raftkit::transport::link::{
     drain_closed, encode_messages, fill_batch, reconnect, Backoff, Link, LinkState, Reconnect,
     Reconnecting,
 };
-use raftkit::wire::stream::{CodecError, FrameCodec, PrefixedFrames};
-use raftkit::wire::{encode_frame, Frame};
+use raftkit::wire::stream::{CodecError, PrefixedFrames};
+use raftkit::wire::{encode_frame, Frame, FrameChunks};
 use raftkit::{Message, Peer, TransportError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_util::codec::FramedWrite;
 
 use crate::transport::{connect, Shared, Stream};
 
 struct Conn {
     read: ReadHalf<Stream>,
-    write: FramedWrite<WriteHalf<Stream>, FrameCodec>,
+    write: WriteHalf<Stream>,
 }
 
 /// Starts the link task for `peer` and returns its handle.
@@ -108,15 +106,14 @@ async fn run_link(
 /// Connects and says Hello.
 async fn open(shared: &Shared, peer: &Peer) -> Result<Conn, TransportError> {
     let stream = connect(shared, peer).await?;
-    let (read, write) = tokio::io::split(stream);
-    let mut write = FramedWrite::new(write, FrameCodec::new(shared.config.max_frame_bytes));
+    let (read, mut write) = tokio::io::split(stream);
     let hello = encode_frame(
         shared.config.cluster,
         &Frame::Hello {
             from: shared.id.clone(),
         },
     );
-    send_frame(shared, &mut write, hello).await?;
+    write_frames(shared, &mut write, vec![hello.into()], "writing a frame").await?;
     Ok(Conn { read, write })
 }
 
@@ -131,9 +128,7 @@ async fn peer_closed(conn: &mut Option<Conn>) {
     }
 }
 
-/// Writes `msgs` as `Messages` frames within the batching limits, with
-/// vectored writes of the frames' buffers (large entry payloads are not
-/// copied on the way), then flushes.
+/// Writes `msgs` as `Messages` frames within the batching limits.
 async fn write_batch(
     shared: &Shared,
     c: &mut Conn,
@@ -141,47 +136,36 @@ async fn write_batch(
 ) -> Result<(), TransportError> {
     let limits = shared.config.batch_limits();
     let mut encoded = encode_messages(shared.config.cluster, msgs, &limits, &shared.errors);
-    let mut out = PrefixedFrames::new(
-        std::mem::take(&mut encoded.frames),
-        shared.config.max_frame_bytes,
-    )?;
-    let write = async {
-        // Whatever the codec still buffers goes first, to keep the order.
-        c.write
-            .flush()
-            .await
-            .map_err(|e| codec_error("flushing", e))?;
-        let stream = c.write.get_mut();
-        stream
-            .write_all_buf(&mut out)
-            .await
-            .map_err(|e| io_error("writing messages", e))?;
-        stream
-            .flush()
-            .await
-            .map_err(|e| io_error("flushing messages", e))
-    };
-    timeout(shared.config.write_timeout, write)
-        .await
-        .map_err(|_| write_timed_out())??;
+    let frames = std::mem::take(&mut encoded.frames);
+    write_frames(shared, &mut c.write, frames, "writing messages").await?;
     encoded.record_sent();
     Ok(())
 }
 
-/// Writes and flushes one frame, within the write timeout.
-async fn send_frame(
+/// Writes each frame behind its 4-byte length straight to the socket with
+/// vectored writes (no frame is copied into a codec's buffer, shared
+/// payloads included), then flushes, within the write timeout; returns the
+/// bytes written. `context` names the write in an error.
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     shared: &Shared,
-    write: &mut FramedWrite<WriteHalf<Stream>, FrameCodec>,
-    frame: Bytes,
-) -> Result<(), TransportError> {
-    match timeout(shared.config.write_timeout, write.send(frame)).await {
+    stream: &mut W,
+    frames: Vec<FrameChunks>,
+    context: &str,
+) -> Result<usize, TransportError> {
+    let mut out = PrefixedFrames::new(frames, shared.config.max_frame_bytes)?;
+    let bytes = out.remaining();
+    let write = async {
+        stream.write_all_buf(&mut out).await?;
+        stream.flush().await
+    };
+    match timeout(shared.config.write_timeout, write).await {
         Err(_) => Err(write_timed_out()),
-        Ok(Err(e)) => Err(codec_error("writing a frame", e)),
-        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(io_error(context, e)),
+        Ok(Ok(())) => Ok(bytes),
     }
 }
 
-pub(crate) fn write_timed_out() -> TransportError {
+fn write_timed_out() -> TransportError {
     io_error(
         "writing to the peer",
         std::io::Error::from(std::io::ErrorKind::TimedOut),

@@ -5,18 +5,16 @@
 //!                                                        ◀── SnapshotReceived
 //! ```
 
-use bytes::Buf;
 use futures_util::StreamExt;
 use raftkit::transport::chunks::spawn_reader;
 use raftkit::transport::errors::BYTES_SENT_METRIC;
-use raftkit::wire::stream::{FrameCodec, PrefixedFrames};
+use raftkit::wire::stream::FrameCodec;
 use raftkit::wire::{decode_frame, encode_frame, encode_snapshot_chunk, Frame, FrameChunks};
 use raftkit::{Peer, SnapshotOffer, SnapshotReader, TransportError};
-use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
-use crate::outbound::{codec_error, write_timed_out};
+use crate::outbound::{codec_error, write_frames};
 use crate::transport::{connect, Shared, Stream};
 
 /// Streams `data` to `to`; `Ok` once the peer acknowledged every chunk.
@@ -76,25 +74,22 @@ pub(crate) async fn send(
     }
 }
 
-/// Writes one frame with a vectored write straight to the socket (the
-/// codec only reads on this connection, so nothing waits in its buffer).
+/// Writes one frame straight to the socket (the codec only reads on this
+/// connection, so nothing waits in its buffer) and counts its bytes.
 async fn write(
     shared: &Shared,
     framed: &mut Framed<Stream, FrameCodec>,
     frame: FrameChunks,
 ) -> Result<(), TransportError> {
-    let mut out = PrefixedFrames::new(vec![frame], shared.config.max_frame_bytes)?;
-    metrics::counter!(BYTES_SENT_METRIC, "kind" => "snapshot").increment(out.remaining() as u64);
-    let write = async {
-        let stream = framed.get_mut();
-        stream.write_all_buf(&mut out).await?;
-        stream.flush().await
-    };
-    match timeout(shared.config.write_timeout, write).await {
-        Err(_) => Err(write_timed_out()),
-        Ok(Err(e)) => Err(codec_error("writing a snapshot frame", e.into())),
-        Ok(Ok(())) => Ok(()),
-    }
+    let bytes = write_frames(
+        shared,
+        framed.get_mut(),
+        vec![frame],
+        "writing a snapshot frame",
+    )
+    .await?;
+    metrics::counter!(BYTES_SENT_METRIC, "kind" => "snapshot").increment(bytes as u64);
+    Ok(())
 }
 
 fn unreachable(to: &Peer, reason: &str) -> TransportError {
