@@ -34,7 +34,7 @@ use raftkit::message::AppendEntriesRequest;
 use raftkit::wire::stream::FrameCodec;
 use raftkit::wire::{
     decode_frame, decode_frame_shared, encode_frame_chunks, encode_frame_with_capacity,
-    message_len, messages_frame_len, ClusterId, Frame, SHARED_PAYLOAD_MIN,
+    message_len, messages_frame_len, shared_payload_bytes, ClusterId, Frame,
 };
 use raftkit::{Entry, LogIndex, Message, MessageBody, NodeId, ServerAddress, Term};
 use tokio_util::codec::{Decoder, Encoder};
@@ -104,11 +104,10 @@ fn encode_decode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("encode", name), &frame, |b, frame| {
             b.iter(|| encode(black_box(frame)));
         });
-        let copied = if value + KEY_BYTES >= SHARED_PAYLOAD_MIN {
-            bytes.len() - count * (value + KEY_BYTES)
-        } else {
-            bytes.len()
+        let Frame::Messages(msgs) = &frame else {
+            unreachable!("only Messages frames are benchmarked")
         };
+        let copied = bytes.len() - msgs.iter().map(shared_payload_bytes).sum::<usize>();
         assert_eq!(
             encode_frame_chunks(CLUSTER, &frame, copied).to_bytes(),
             bytes,

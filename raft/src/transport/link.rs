@@ -23,11 +23,11 @@ use tokio::sync::mpsc;
 
 use super::errors::{ErrorCounts, ErrorKind, BYTES_SENT_METRIC, MESSAGES_SENT_METRIC};
 use super::{Peer, TransportError};
-use crate::message::{Message, MessageBody};
-use crate::types::{EntryPayload, NodeId};
+use crate::message::Message;
+use crate::types::NodeId;
 use crate::wire::{
-    encode_frame_chunks, message_len, messages_frame_len, ClusterId, Frame, FrameChunks, WireError,
-    SHARED_PAYLOAD_MIN,
+    encode_frame_chunks, message_len, messages_frame_len, shared_payload_bytes, ClusterId, Frame,
+    FrameChunks, WireError,
 };
 
 /// A peer's queue and its reachability.
@@ -335,22 +335,6 @@ fn push_frame(cluster: ClusterId, msgs: Vec<Message>, body: usize, out: &mut Enc
     out.frames.push(frame);
 }
 
-/// The payload bytes of `msg` that [`encode_frame_chunks`] shares rather
-/// than copies.
-fn shared_payload_bytes(msg: &Message) -> usize {
-    match &msg.body {
-        MessageBody::AppendEntriesRequest(r) => r
-            .entries
-            .iter()
-            .map(|e| match &e.payload {
-                EntryPayload::Command(data) if data.len() >= SHARED_PAYLOAD_MIN => data.len(),
-                _ => 0,
-            })
-            .sum(),
-        _ => 0,
-    }
-}
-
 /// Exponential reconnect delays with jitter, from a seed derived from the
 /// local id and the peer address (deterministic, yet different per pair).
 ///
@@ -492,7 +476,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::message::AppendEntriesRequest;
+    use crate::message::{AppendEntriesRequest, MessageBody};
     use crate::types::{Entry, LogIndex, ServerAddress, Term};
     use crate::wire::decode_frame;
 
