@@ -249,6 +249,43 @@ async fn followers_apply_in_batches() {
     }
 }
 
+/// A leader that falls quiet tells its followers of its last commits within
+/// `commit_timeout`, without waiting for the next heartbeat (one 200 ms tick
+/// here). The clock is paused: time moves only when every task waits.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_leader_announces_its_commit_index_within_commit_timeout() {
+    let net = InmemNetwork::new(5);
+    let nodes = cluster(&net, &["a", "b", "c"], |c| {
+        c.heartbeat_timeout = Duration::from_secs(2);
+        c.election_timeout = Duration::from_secs(1);
+        c.leader_lease_timeout = Duration::from_secs(1);
+        c.commit_timeout = Duration::from_millis(20);
+        c.fsm_on_runtime = true;
+    })
+    .await;
+    let l = leader_of(&nodes).await;
+    let mut sum = 0;
+    for n in 1..=5 {
+        sum += n;
+        nodes[l]
+            .raft
+            .apply(Bytes::from(n.to_string()), T)
+            .await
+            .expect("apply on the leader");
+        let committed = tokio::time::Instant::now();
+        wait_all_applied(&nodes, n, sum).await;
+        let waited = committed.elapsed();
+        // 20 ms, the followers' 1 ms hold, and the 5 ms polling.
+        assert!(
+            waited <= Duration::from_millis(30),
+            "command {n}: the followers applied it {waited:?} after it committed"
+        );
+    }
+    for n in &nodes {
+        n.raft.shutdown().await;
+    }
+}
+
 /// With `fsm_on_runtime` the state machines run as tasks: commands apply on
 /// every server, a snapshot is taken, and shutdown waits for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

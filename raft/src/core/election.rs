@@ -245,6 +245,7 @@ impl Core {
             noop_index: next,
             heartbeat_elapsed: 0,
             transfer: None,
+            announce_commit: false,
         }));
         self.out.events.push(Event::StateChanged(RaftState::Leader));
         self.set_leader(Some(self.id.clone()));

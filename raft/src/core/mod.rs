@@ -328,6 +328,9 @@ struct LeaderState {
     heartbeat_elapsed: u64,
     /// An ongoing leadership transfer.
     transfer: Option<transfer::Transfer>,
+    /// Send the commit index at the next `ready` to followers that have not
+    /// heard it (set by `announce_commit`).
+    announce_commit: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -633,9 +636,10 @@ impl Core {
             || self.leader_state().is_some_and(|l| {
                 let reads_due = !l.unsent_reads.is_empty() && l.noop_index <= self.log.committed;
                 reads_due
-                    || l.progress
-                        .values()
-                        .any(|p| p.needs_commit(self.log.committed))
+                    || (l.announce_commit
+                        && l.progress
+                            .values()
+                            .any(|p| p.needs_commit(self.log.committed)))
             })
             || self.leader_has_pending_appends()
     }

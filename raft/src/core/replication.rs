@@ -170,15 +170,17 @@ impl Core {
     }
 
     /// Sends everything due at `ready`: new read rounds, entries up to each
-    /// window, and the commit index to followers that got nothing else.
+    /// window, and, once `announce_commit` asked for it, the commit index to
+    /// followers that got nothing else.
     pub(super) fn flush_leader(&mut self) {
         let round_started = self.assign_reads();
-        let peers: Vec<NodeId> = match self.leader_state_mut() {
+        let (peers, announce): (Vec<NodeId>, bool) = match self.leader_state_mut() {
             Some(l) => {
                 for p in l.progress.values_mut() {
                     p.sent_this_ready = false;
                 }
-                l.progress.keys().cloned().collect()
+                let announce = std::mem::take(&mut l.announce_commit);
+                (l.progress.keys().cloned().collect(), announce)
             }
             None => return,
         };
@@ -189,11 +191,34 @@ impl Core {
                 continue;
             };
             let in_snapshot = matches!(p.state, ProgressState::Snapshot { .. });
-            if !p.sent_this_ready && !in_snapshot && (round_started || p.needs_commit(commit)) {
+            let commit_due = announce && p.needs_commit(commit);
+            if !p.sent_this_ready && !in_snapshot && (round_started || commit_due) {
                 self.send_heartbeat(peer);
             }
         }
         self.confirm_reads();
+    }
+
+    /// Whether some follower has not been sent the leader's commit index.
+    ///
+    /// A new commit index travels with the next AppendEntries: the next
+    /// entries, the next heartbeat, or an empty one the driver asks for with
+    /// [`announce_commit`](Self::announce_commit) once `commit_timeout` has
+    /// passed (HashiCorp's `CommitTimeout`). Under load the next entries
+    /// follow within microseconds; sending the commit index on its own after
+    /// every commit would double the messages of a lone client.
+    pub fn commit_unannounced(&self) -> bool {
+        let commit = self.log.committed;
+        self.leader_state()
+            .is_some_and(|l| l.progress.values().any(|p| p.needs_commit(commit)))
+    }
+
+    /// Sends the commit index, at the next `ready`, to every follower that
+    /// has not been sent it and gets nothing else.
+    pub fn announce_commit(&mut self) {
+        if let Some(l) = self.leader_state_mut() {
+            l.announce_commit = true;
+        }
     }
 
     pub(super) fn handle_append_response(

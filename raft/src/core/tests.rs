@@ -507,11 +507,21 @@ impl Cluster {
         }
     }
 
-    /// Delivers messages until none is left.
+    /// Delivers messages until none is left and no leader has a commit
+    /// index to announce (the driver's `commit_timeout` firing).
     fn stabilize(&mut self) {
+        self.deliver(true);
+    }
+
+    /// Delivers messages until none is left; with `announce`, also until no
+    /// leader has a commit index to announce.
+    fn deliver(&mut self, announce: bool) {
         for _ in 0..10_000 {
             self.flush();
             let Some(m) = self.queue.pop_front() else {
+                if announce && self.announce_commits() {
+                    continue;
+                }
                 return;
             };
             if self.isolated.contains(m.from.as_str()) || self.isolated.contains(m.to.as_str()) {
@@ -522,6 +532,19 @@ impl Cluster {
             self.core_mut(&to).step(m).unwrap();
         }
         panic!("the cluster did not settle in 10000 messages");
+    }
+
+    /// Asks every leader with an unannounced commit index to send it, as
+    /// the driver does once `commit_timeout` passes. Whether any had one.
+    fn announce_commits(&mut self) -> bool {
+        let mut any = false;
+        for core in self.cores.values_mut() {
+            if core.commit_unannounced() {
+                core.announce_commit();
+                any = true;
+            }
+        }
+        any
     }
 
     /// One tick on each of `ids`, then settle.
@@ -1111,6 +1134,68 @@ fn conf_change_with_stale_prev_index_refused() {
     assert_eq!(a.propose_conf_change(add_e, LogIndex(3)), Ok(LogIndex(4)));
 }
 
+/// A new commit index rides on the next AppendEntries; the leader sends it
+/// on its own only once the driver announces it (after `commit_timeout`,
+/// HashiCorp's `CommitTimeout`), not after every commit.
+#[test]
+fn commit_index_rides_on_the_next_append_until_announced() {
+    let mut cluster = Cluster::of(&["a", "b", "c"]);
+    cluster.elect("a");
+    assert_eq!(cluster.core("b").status().commit_index, LogIndex(2));
+    cluster.delivered.clear();
+    cluster
+        .core_mut("a")
+        .propose(Bytes::from_static(b"x"))
+        .unwrap();
+    cluster.deliver(false);
+    assert_eq!(cluster.core("a").status().commit_index, LogIndex(3));
+    assert!(cluster.core("a").commit_unannounced());
+    let from_a = |c: &Cluster| -> Vec<String> {
+        c.delivered_shows()
+            .into_iter()
+            .filter(|s| s.starts_with("a->"))
+            .collect()
+    };
+    assert_eq!(
+        from_a(&cluster),
+        [
+            "a->b t2 App prev=2@2 ents=[3@2] commit=2 round=0",
+            "a->c t2 App prev=2@2 ents=[3@2] commit=2 round=0",
+        ]
+    );
+    assert_eq!(cluster.core("b").status().commit_index, LogIndex(2));
+
+    cluster.delivered.clear();
+    cluster
+        .core_mut("a")
+        .propose(Bytes::from_static(b"y"))
+        .unwrap();
+    cluster.deliver(false);
+    assert_eq!(
+        from_a(&cluster),
+        [
+            "a->b t2 App prev=3@2 ents=[4@2] commit=3 round=0",
+            "a->c t2 App prev=3@2 ents=[4@2] commit=3 round=0",
+        ]
+    );
+    assert_eq!(cluster.core("b").status().commit_index, LogIndex(3));
+
+    cluster.delivered.clear();
+    cluster.core_mut("a").announce_commit();
+    cluster.deliver(false);
+    assert_eq!(
+        from_a(&cluster),
+        [
+            "a->b t2 App prev=4@2 ents=[] commit=4 round=0",
+            "a->c t2 App prev=4@2 ents=[] commit=4 round=0",
+        ]
+    );
+    assert!(!cluster.core("a").commit_unannounced());
+    for id in ["b", "c"] {
+        assert_eq!(cluster.core(id).status().commit_index, LogIndex(4), "{id}");
+    }
+}
+
 /// Non-voters receive the log but never count (thesis §4.2.1): a single
 /// voter commits alone beside two non-voters that never answer.
 #[test]
@@ -1122,11 +1207,19 @@ fn single_voter_commits_without_nonvoters() {
         [
             "a->n1 t2 App prev=1@1 ents=[2@2] commit=0 round=0",
             "a->n2 t2 App prev=1@1 ents=[2@2] commit=0 round=0",
+        ]
+    );
+    assert_eq!(a.status().commit_index, LogIndex(2));
+    assert!(a.commit_unannounced());
+    a.announce_commit();
+    assert_eq!(
+        shows(&drain(&mut a).messages),
+        [
             "a->n1 t2 App prev=1@1 ents=[] commit=2 round=0",
             "a->n2 t2 App prev=1@1 ents=[] commit=2 round=0",
         ]
     );
-    assert_eq!(a.status().commit_index, LogIndex(2));
+    assert!(!a.commit_unannounced());
     assert_eq!(a.propose(Bytes::from_static(b"x")), Ok(LogIndex(3)));
     let _ = drain(&mut a);
     assert_eq!(a.status().commit_index, LogIndex(3));

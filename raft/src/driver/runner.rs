@@ -273,6 +273,10 @@ impl<R: Send + 'static> Runner<R> {
         let flush = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(flush);
         let mut flush_armed: Option<tokio::time::Instant> = None;
+        // Fires `commit_timeout` after a commit index no follower was sent.
+        let announce = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(announce);
+        let mut announce_armed = false;
         loop {
             tokio::select! {
                 biased;
@@ -302,6 +306,10 @@ impl<R: Send + 'static> Runner<R> {
                     flush_armed = None;
                     self.flush_held();
                 }
+                _ = &mut announce, if announce_armed => {
+                    announce_armed = false;
+                    self.core.announce_commit();
+                }
                 _ = ticker.tick() => {
                     self.core.tick();
                     self.publish_metrics();
@@ -319,6 +327,12 @@ impl<R: Send + 'static> Runner<R> {
             if !self.queued_changes.is_empty() {
                 self.propose_queued_changes();
                 self.process_ready();
+            }
+            if !announce_armed && self.core.commit_unannounced() {
+                announce_armed = true;
+                announce
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.cfg.commit_timeout);
             }
             if self.held_deadline != flush_armed {
                 flush_armed = self.held_deadline;

@@ -106,6 +106,12 @@ enum Ev {
     Restart(usize),
     /// Crash server `.0` if it is still in incarnation `.1`.
     CrashIf(usize, u64),
+    /// The commit timer of server `node` fired (the driver's
+    /// `commit_timeout`): it announces its commit index.
+    AnnounceCommit {
+        node: usize,
+        incarnation: u64,
+    },
     /// The next step of a Figure-8 walk.
     Figure8Step,
     /// Give up a Figure-8 walk that stalled.
@@ -155,6 +161,8 @@ struct Node {
     tick_us: u64,
     /// The commit index last seen on this server while it led.
     seen_commit: LogIndex,
+    /// Whether an `AnnounceCommit` for this incarnation is scheduled.
+    commit_timer: bool,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +207,8 @@ impl Sim {
             heartbeat_timeout: std::time::Duration::from_millis(100),
             election_timeout: std::time::Duration::from_millis(100),
             leader_lease_timeout: std::time::Duration::from_millis(50),
+            // Under the 10 ms tick, so that commit indexes also travel alone.
+            commit_timeout: std::time::Duration::from_millis(3),
             snapshot_threshold: opts.snapshot_threshold,
             trailing_logs: opts.trailing_logs,
             snapshot_interval: std::time::Duration::from_millis(10),
@@ -226,6 +236,7 @@ impl Sim {
                     ready_reads: Vec::new(),
                     tick_us: TICK_US * (1000 - opts.clock_skew_permille + skew) / 1000,
                     seen_commit: LogIndex::ZERO,
+                    commit_timer: false,
                 }
             })
             .collect();
@@ -327,6 +338,15 @@ impl Sim {
                     self.schedule(at, Ev::Tick(i));
                 }
             }
+            Ev::AnnounceCommit { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.nodes[node].commit_timer = false;
+                    if let Some(core) = self.nodes[node].core.as_mut() {
+                        core.announce_commit();
+                        self.drive(node);
+                    }
+                }
+            }
             Ev::Deliver(m) => self.deliver(m),
             Ev::DeliverSnapshot {
                 to,
@@ -412,6 +432,7 @@ impl Sim {
             .unwrap_or_default();
         node.applied = snapshot.as_ref().map_or(LogIndex::ZERO, |(m, _)| m.index);
         node.incarnation += 1;
+        node.commit_timer = false;
         let seed = self.opts.seed ^ ((i as u64) << 32) ^ node.incarnation;
         match Core::new(
             self.cfg.clone(),
@@ -446,6 +467,7 @@ impl Sim {
         let lost = node.io.len();
         node.io.clear();
         node.incarnation += 1;
+        node.commit_timer = false;
         node.ready_reads.clear();
         // Half the time the machine dies with its messages still on it: what
         // it sent and was not yet delivered is lost too (a crash between
@@ -498,6 +520,21 @@ impl Sim {
             }
             let ready = core.ready();
             self.perform(i, ready);
+        }
+        // The driver arms its commit timer when the leader holds a commit
+        // index no follower was sent.
+        let node = &self.nodes[i];
+        if !node.commit_timer && node.core.as_ref().is_some_and(|c| c.commit_unannounced()) {
+            let (node_ix, incarnation) = (i, node.incarnation);
+            self.nodes[i].commit_timer = true;
+            let at = self.now + self.cfg.commit_timeout.as_micros() as u64;
+            self.schedule(
+                at,
+                Ev::AnnounceCommit {
+                    node: node_ix,
+                    incarnation,
+                },
+            );
         }
         // Storm seeds: a leader sometimes dies the moment it commits, with
         // what it has just sent (the next entries, the new commit index).
