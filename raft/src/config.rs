@@ -66,11 +66,14 @@ pub struct Config {
     pub pre_vote: bool,
     /// Shut the node down when a configuration change removes it. Default true (HashiCorp's).
     pub shutdown_on_remove: bool,
-    /// Run the FSM (`apply`, `restore`, `snapshot`) as a task on the Tokio
-    /// runtime instead of on a thread of its own. That saves two thread
-    /// hand-offs per applied batch, which is most of the cost of a small
-    /// command; only for state machines whose calls are quick and never
-    /// block (an in-memory map, not one that writes to disk). Default false.
+    /// Run the FSM (`apply`, `restore`, `snapshot`) on the Tokio runtime, in
+    /// the driver's own task, instead of on a thread of its own. That saves
+    /// the hand-offs to the FSM and back for every applied batch, which is
+    /// most of the cost of a small command; only for state machines whose
+    /// calls are quick and never block (an in-memory map, not one that
+    /// writes to disk), since the driver sends and answers nothing while
+    /// the FSM runs. `FsmSnapshot::persist` still runs on a thread of its
+    /// own. Default false.
     ///
     /// Wherever it runs, a follower's FSM gets committed entries in batches
     /// held back for up to a millisecond (or 256 entries): only the leader

@@ -286,8 +286,9 @@ async fn a_quiet_leader_announces_its_commit_index_within_commit_timeout() {
     }
 }
 
-/// With `fsm_on_runtime` the state machines run as tasks: commands apply on
-/// every server, a snapshot is taken, and shutdown waits for them.
+/// With `fsm_on_runtime` the state machines run in the drivers' tasks:
+/// commands apply on every server, a snapshot is taken, and shutdown waits
+/// for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_machines_on_the_runtime_apply_and_snapshot() {
     let net = InmemNetwork::new(7);
@@ -409,13 +410,30 @@ async fn membership_changes_and_leadership_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_catches_up_by_snapshot() {
-    let net = InmemNetwork::new(4);
-    let nodes = cluster(&net, &["a", "b", "c"], |c| {
+    lagging_follower_catches_up_by_snapshot(|c| {
         c.snapshot_threshold = 50;
         c.trailing_logs = 10;
         c.snapshot_interval = Duration::from_millis(10);
     })
     .await;
+}
+
+/// The same with the state machines in the drivers' tasks: the follower
+/// restores the snapshot in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_catches_up_by_snapshot_with_state_machines_on_the_runtime() {
+    lagging_follower_catches_up_by_snapshot(|c| {
+        c.snapshot_threshold = 50;
+        c.trailing_logs = 10;
+        c.snapshot_interval = Duration::from_millis(10);
+        c.fsm_on_runtime = true;
+    })
+    .await;
+}
+
+async fn lagging_follower_catches_up_by_snapshot(tweak: fn(&mut Config)) {
+    let net = InmemNetwork::new(4);
+    let nodes = cluster(&net, &["a", "b", "c"], tweak).await;
     let l = leader_of(&nodes).await;
     let lagging = (l + 1) % 3;
     let lagging_id = NodeId::new(["a", "b", "c"][lagging]);

@@ -100,7 +100,7 @@ impl StorageKind {
 pub enum FsmPlacement {
     /// A thread of its own (the library's default).
     Thread,
-    /// A task on the shared runtime (`Config::fsm_on_runtime`).
+    /// On the shared runtime, in each server's driver task (`Config::fsm_on_runtime`).
     Runtime,
 }
 
@@ -154,7 +154,7 @@ pub struct ClusterArgs {
     /// (default: one per core).
     #[arg(long)]
     pub worker_threads: Option<usize>,
-    /// Where each server's state machine runs: as a task on the runtime
+    /// Where each server's state machine runs: on the runtime, in the driver's task
     /// (fewer hand-offs per command; the bench's FSM is an in-memory map
     /// that never blocks, which is what `Config::fsm_on_runtime` is for,
     /// and HashiCorp's FSM likewise runs on its shared scheduler), or on a

@@ -1,6 +1,6 @@
 //! The applier: applies committed entries in batches, answers the callers
 //! waiting on them, restores snapshots, and takes snapshots. It runs on a
-//! thread of its own, or as a task on the runtime when
+//! thread of its own, or in the driver's task when
 //! [`Config::fsm_on_runtime`](crate::Config::fsm_on_runtime) says so.
 
 use std::sync::Arc;
@@ -55,39 +55,52 @@ pub(crate) struct Applier<F> {
     pub(crate) max_batch: usize,
 }
 
-/// Where the applier runs; the driver waits for it when it stops.
-pub(crate) enum ApplyWorker {
-    Thread(std::thread::JoinHandle<()>),
-    Task(tokio::task::JoinHandle<()>),
+/// Where the driver hands the applier its work.
+pub(crate) enum ToFsm<R> {
+    /// A thread of its own, behind a channel.
+    Thread(UnboundedSender<ApplyMsg<R>>),
+    /// The driver's own task: applied in place, answered at once.
+    Inline(Box<dyn InlineApplier<R>>),
 }
 
+/// An applier the driver calls directly.
+pub(crate) trait InlineApplier<R>: Send {
+    /// Carries out `msg`; the index applied so far, or the FSM's failure.
+    fn handle(&mut self, msg: ApplyMsg<R>) -> Result<LogIndex, String>;
+}
+
+impl<F: Fsm> InlineApplier<F::Response> for Applier<F> {
+    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> Result<LogIndex, String> {
+        Applier::handle(self, msg)
+    }
+}
+
+/// The applier's thread, if it has one; the driver waits for it when it stops.
+pub(crate) struct ApplyWorker(Option<std::thread::JoinHandle<()>>);
+
 impl ApplyWorker {
-    /// Starts `applier` on a thread of its own, or as a task on the runtime.
+    /// Starts `applier` on a thread of its own, or hands it to the driver
+    /// to call in place.
     pub(crate) fn start<F: Fsm>(
         applier: Applier<F>,
-        rx: UnboundedReceiver<ApplyMsg<F::Response>>,
-        on_runtime: bool,
+        in_driver: bool,
         name: String,
-    ) -> std::io::Result<ApplyWorker> {
-        if on_runtime {
-            return Ok(ApplyWorker::Task(tokio::spawn(applier.run_task(rx))));
+    ) -> std::io::Result<(ApplyWorker, ToFsm<F::Response>)> {
+        if in_driver {
+            return Ok((ApplyWorker(None), ToFsm::Inline(Box::new(applier))));
         }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name(name)
             .spawn(move || applier.run_thread(rx))
-            .map(ApplyWorker::Thread)
+            .map(|t| (ApplyWorker(Some(t)), ToFsm::Thread(tx)))
     }
 
     /// Waits until the applier has handled everything sent to it before its
     /// channel closed.
     pub(crate) async fn join(self) {
-        match self {
-            ApplyWorker::Thread(t) => {
-                let _ = tokio::task::spawn_blocking(move || t.join()).await;
-            }
-            ApplyWorker::Task(t) => {
-                let _ = t.await;
-            }
+        if let Some(t) = self.0 {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 }
@@ -95,22 +108,23 @@ impl ApplyWorker {
 impl<F: Fsm> Applier<F> {
     fn run_thread(mut self, mut rx: UnboundedReceiver<ApplyMsg<F::Response>>) {
         while let Some(msg) = rx.blocking_recv() {
-            if !self.handle(msg) {
-                return;
+            match self.handle(msg) {
+                Ok(index) => {
+                    if self.done.send(Internal::Applied(index)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = self.done.send(Internal::FsmFailed(e));
+                    return;
+                }
             }
         }
     }
 
-    async fn run_task(mut self, mut rx: UnboundedReceiver<ApplyMsg<F::Response>>) {
-        while let Some(msg) = rx.recv().await {
-            if !self.handle(msg) {
-                return;
-            }
-        }
-    }
-
-    /// Carries out one message; false once the applier must stop.
-    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> bool {
+    /// Carries out one message; the index applied so far, or the failure
+    /// that stops the node.
+    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> Result<LogIndex, String> {
         let result = match msg {
             ApplyMsg::Entries {
                 entries,
@@ -125,12 +139,10 @@ impl<F: Fsm> Applier<F> {
                 Ok(())
             }
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::error!(error = %e, "state machine failed; the node stops");
-            let _ = self.done.send(Internal::FsmFailed(e));
-            return false;
         }
-        self.done.send(Internal::Applied(self.applied.0)).is_ok()
+        result.map(|()| self.applied.0)
     }
 
     fn apply(

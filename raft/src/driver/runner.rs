@@ -19,7 +19,7 @@ use crate::transport::{Inbound, IncomingSnapshot, SnapshotOffer, Transport};
 use crate::types::{Configuration, Entry, LogIndex, NodeId, ServerAddress, Term};
 
 use super::append_timer::AppendTimer;
-use super::apply::{Applier, ApplyMsg, ApplyWorker, Responder};
+use super::apply::{Applier, ApplyMsg, ApplyWorker, Responder, ToFsm};
 use super::io::{send_grouped, AddressBook, IoBatch, IoThread, Writer};
 use super::{Api, Observed, RaftError, Stats};
 
@@ -103,7 +103,6 @@ pub(crate) async fn start<F: Fsm>(
             .map_err(|e| RaftError::Restore(format!("starting the I/O thread: {e}")))?;
         (None, Some(thread))
     };
-    let (apply_tx, apply_rx) = mpsc::unbounded_channel();
     let applier = Applier {
         fsm,
         snapshots: snaps.clone(),
@@ -112,13 +111,9 @@ pub(crate) async fn start<F: Fsm>(
         configuration,
         max_batch: cfg.max_apply_batch,
     };
-    let apply_worker = ApplyWorker::start(
-        applier,
-        apply_rx,
-        cfg.fsm_on_runtime,
-        format!("raft-fsm-{id}"),
-    )
-    .map_err(|e| RaftError::Restore(format!("starting the FSM thread: {e}")))?;
+    let (apply_worker, to_fsm) =
+        ApplyWorker::start(applier, cfg.fsm_on_runtime, format!("raft-fsm-{id}"))
+            .map_err(|e| RaftError::Restore(format!("starting the FSM thread: {e}")))?;
     let runner = Runner {
         core,
         cfg,
@@ -128,7 +123,7 @@ pub(crate) async fn start<F: Fsm>(
         book,
         io_tx: Some(io_tx),
         inline_writer,
-        apply_tx: Some(apply_tx),
+        to_fsm: Some(to_fsm),
         internal_tx,
         events,
         observed,
@@ -204,7 +199,7 @@ struct Runner<R> {
     io_tx: Option<std::sync::mpsc::Sender<IoBatch>>,
     /// Set for in-memory stores: writes happen on this task.
     inline_writer: Option<Writer>,
-    apply_tx: Option<mpsc::UnboundedSender<ApplyMsg<R>>>,
+    to_fsm: Option<ToFsm<R>>,
     internal_tx: mpsc::UnboundedSender<Internal>,
     events: broadcast::Sender<Event>,
     observed: watch::Sender<Observed>,
@@ -370,7 +365,7 @@ impl<R: Send + 'static> Runner<R> {
         // Closing the channels lets the threads finish what is queued: every
         // write handed to the I/O thread becomes durable before it exits.
         self.io_tx = None;
-        self.apply_tx = None;
+        self.to_fsm = None;
         self.tasks.abort_all();
         self.transport.shutdown().await;
         if let Some(t) = io_thread {
@@ -699,15 +694,22 @@ impl<R: Send + 'static> Runner<R> {
         }
     }
 
-    /// Sends `msg` to the FSM worker, after any entries held back.
+    /// Hands `msg` to the FSM (its thread, or in place), after any entries
+    /// held back.
     fn send_to_fsm(&mut self, msg: ApplyMsg<R>) {
         if !self.held.is_empty() {
             self.flush_held();
         }
-        if let Some(tx) = &self.apply_tx {
-            if tx.send(msg).is_err() {
-                self.failed = Some(RaftError::Shutdown);
-            }
+        // What the FSM applied so far, when it ran in place.
+        let applied = match &mut self.to_fsm {
+            Some(ToFsm::Thread(tx)) => tx.send(msg).map(|()| None).map_err(|_| RaftError::Shutdown),
+            Some(ToFsm::Inline(applier)) => applier.handle(msg).map(Some).map_err(RaftError::Fsm),
+            None => Ok(None),
+        };
+        match applied {
+            Ok(Some(index)) => self.handle_internal(Internal::Applied(index)),
+            Ok(None) => {}
+            Err(e) => self.failed = Some(e),
         }
     }
 
