@@ -1,7 +1,7 @@
 //! One server's end of the in-process network.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,13 +14,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::{InmemNetwork, NoRoute};
+use crate::{InmemNetwork, NoRoute, Route};
 
 /// A server's transport on an [`InmemNetwork`], made by
 /// [`InmemNetwork::endpoint`].
 ///
-/// Must be used inside a tokio runtime: `send` spawns one pipe task per peer
-/// the first time it sends there.
+/// Must be used inside a tokio runtime. `send` puts messages straight into
+/// the receiver's inbound stream when nothing to that peer is still queued
+/// and the network adds no delay; otherwise they wait, in order, in a pipe
+/// task per peer, spawned the first time it is needed.
 #[derive(Debug)]
 pub struct InmemTransport {
     inner: Arc<Inner>,
@@ -42,6 +44,9 @@ struct Inner {
 #[derive(Debug)]
 struct Pipe {
     queue: mpsc::Sender<Pending>,
+    /// Batches in `queue` or being delivered; while any is, later messages
+    /// queue behind them.
+    queued: Arc<AtomicUsize>,
     task: AbortHandle,
 }
 
@@ -87,30 +92,54 @@ impl InmemTransport {
         &self.inner.id
     }
 
-    fn queue_to(&self, address: &ServerAddress) -> mpsc::Sender<Pending> {
-        let mut pipes = lock(&self.inner.pipes);
-        if let Some(pipe) = pipes.get(address) {
-            if !pipe.queue.is_closed() {
-                return pipe.queue.clone();
-            }
+    /// The pipe to `address`, started if there is none (or it stopped).
+    fn pipe<'a>(
+        &self,
+        pipes: &'a mut HashMap<ServerAddress, Pipe>,
+        address: &ServerAddress,
+    ) -> &'a Pipe {
+        if pipes.get(address).is_none_or(|p| p.queue.is_closed()) {
+            let (queue, rx) = mpsc::channel(self.inner.network.config().queue_batches);
+            let queued = Arc::new(AtomicUsize::new(0));
+            let task = tokio::spawn(run_pipe(
+                self.inner.network.clone(),
+                self.inner.id.clone(),
+                address.clone(),
+                rx,
+                queued.clone(),
+                self.inner.closed.subscribe(),
+            ));
+            pipes.insert(
+                address.clone(),
+                Pipe {
+                    queue,
+                    queued,
+                    task: task.abort_handle(),
+                },
+            );
         }
-        let (queue, rx) = mpsc::channel(self.inner.network.config().queue_batches);
-        let task = tokio::spawn(run_pipe(
-            self.inner.network.clone(),
-            self.inner.id.clone(),
-            address.clone(),
-            rx,
-            self.inner.closed.subscribe(),
-        ));
-        pipes.insert(
-            address.clone(),
-            Pipe {
-                queue: queue.clone(),
-                task: task.abort_handle(),
-            },
-        );
-        queue
+        &pipes[address]
     }
+}
+
+/// Puts `msgs` into the receiver's inbound stream while it has room; what
+/// did not fit, in order.
+fn deliver_now(route: &Route, msgs: Vec<Message>) -> Vec<Message> {
+    if *route.closed.borrow() {
+        return Vec::new(); // The receiver is shutting down: lost.
+    }
+    let mut msgs = msgs.into_iter();
+    while let Some(msg) = msgs.next() {
+        match route.inbound.try_send(Inbound::Message(msg)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Inbound::Message(msg))) => {
+                return std::iter::once(msg).chain(msgs).collect();
+            }
+            // The receiver is gone: the rest are lost.
+            Err(_) => return Vec::new(),
+        }
+    }
+    Vec::new()
 }
 
 impl Transport for InmemTransport {
@@ -129,24 +158,42 @@ impl Transport for InmemTransport {
         if msgs.is_empty() {
             return Ok(());
         }
-        let (msgs, delay) = match self.inner.network.admit(&self.inner.id, &to.address, msgs) {
-            Ok(admitted) => admitted,
-            Err(NoRoute::Nobody | NoRoute::Blocked) => {
-                return Err(unreachable(to, "nothing listens at that address"));
-            }
-        };
-        if msgs.is_empty() {
+        let (mut msgs, delay, route) =
+            match self.inner.network.admit(&self.inner.id, &to.address, msgs) {
+                Ok(admitted) => admitted,
+                Err(NoRoute::Nobody | NoRoute::Blocked) => {
+                    return Err(unreachable(to, "nothing listens at that address"));
+                }
+            };
+        let Some(route) = route.filter(|_| !msgs.is_empty()) else {
             return Ok(()); // Lost to the link rules or the drop probability.
+        };
+        // The lock keeps concurrent sends to one peer in order.
+        let mut pipes = lock(&self.inner.pipes);
+        let nothing_queued = pipes
+            .get(&to.address)
+            .is_none_or(|p| p.queued.load(Ordering::Acquire) == 0);
+        if delay.is_zero() && nothing_queued {
+            msgs = deliver_now(&route, msgs);
+            if msgs.is_empty() {
+                return Ok(());
+            }
         }
         let deliver_at = (delay > Duration::ZERO).then(|| Instant::now() + delay);
-        let queue = self.queue_to(&to.address);
-        match queue.try_send(Pending { deliver_at, msgs }) {
+        let pipe = self.pipe(&mut pipes, &to.address);
+        pipe.queued.fetch_add(1, Ordering::AcqRel);
+        match pipe.queue.try_send(Pending { deliver_at, msgs }) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                Err(TransportError::Backpressure(to.id.clone()))
+            Err(e) => {
+                pipe.queued.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        Err(TransportError::Backpressure(to.id.clone()))
+                    }
+                    // Only after shutdown aborted the pipe.
+                    mpsc::error::TrySendError::Closed(_) => Err(TransportError::Shutdown),
+                }
             }
-            // Only after shutdown aborted the pipe.
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(TransportError::Shutdown),
         }
     }
 
@@ -210,6 +257,7 @@ async fn run_pipe(
     from: NodeId,
     address: ServerAddress,
     mut queue: mpsc::Receiver<Pending>,
+    queued: Arc<AtomicUsize>,
     mut sender_closed: watch::Receiver<bool>,
 ) {
     while let Some(pending) = queue.recv().await {
@@ -218,20 +266,20 @@ async fn run_pipe(
         }
         // Rules are checked again at delivery: a link that broke while the
         // messages were in flight loses them.
-        let Ok(mut route) = network.route(&from, &address) else {
-            continue;
-        };
-        for msg in pending.msgs {
-            tokio::select! {
-                sent = route.inbound.send(Inbound::Message(msg)) => {
-                    if sent.is_err() {
-                        break; // The receiver is gone; the rest are lost.
+        if let Ok(mut route) = network.route(&from, &address) {
+            for msg in pending.msgs {
+                tokio::select! {
+                    sent = route.inbound.send(Inbound::Message(msg)) => {
+                        if sent.is_err() {
+                            break; // The receiver is gone; the rest are lost.
+                        }
                     }
+                    _ = route.closed.wait_for(|c| *c) => break,
+                    _ = sender_closed.wait_for(|c| *c) => return,
                 }
-                _ = route.closed.wait_for(|c| *c) => break,
-                _ = sender_closed.wait_for(|c| *c) => return,
             }
         }
+        queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -2,10 +2,14 @@
 //!
 //! Every server gets an [`InmemTransport`] from one [`InmemNetwork`] hub.
 //! Messages pass as values (no encoding; payloads are cheap `Bytes` clones)
-//! through bounded tokio channels, one ordered pipe per (sender, peer) pair:
+//! through bounded tokio channels. A message goes straight into the
+//! receiver's inbound stream when nothing to that peer waits ahead of it and
+//! the network adds no delay, as a call into the peer would; otherwise it
+//! waits, in order, in a pipe per (sender, peer) pair:
 //!
 //! ```text
-//!  A.send(B, msgs) ──try_send──▶ pipe A→B (bounded, FIFO) ──task: delay, rules──▶ B's inbound stream
+//!  A.send(B, msgs) ──try_send (idle link, no delay)────────────────────────────▶ B's inbound stream
+//!                  └─try_send──▶ pipe A→B (bounded, FIFO) ──task: delay, rules──▶ B's inbound stream
 //!  A.send_snapshot(B, ..) ──────▶ its own chunk channel (1 MiB chunks) ─────────▶ Inbound::Snapshot
 //! ```
 //!
@@ -293,24 +297,28 @@ impl InmemNetwork {
     }
 
     /// Applies the link rules and the drop probability to `msgs` at send
-    /// time: what survives, and when to deliver it.
+    /// time: what survives, when to deliver it, and the route it would take
+    /// now.
     pub(crate) fn admit(
         &self,
         from: &NodeId,
         address: &ServerAddress,
         mut msgs: Vec<Message>,
-    ) -> Result<(Vec<Message>, Duration), NoRoute> {
+    ) -> Result<(Vec<Message>, Duration, Option<Route>), NoRoute> {
         let mut state = self.state();
         let node = state.nodes.get(address).ok_or(NoRoute::Nobody)?;
-        let to = node.id.clone();
-        if !state.allows(from, &to) {
-            return Ok((Vec::new(), Duration::ZERO));
+        if !state.allows(from, &node.id) {
+            return Ok((Vec::new(), Duration::ZERO, None));
         }
+        let route = Route {
+            inbound: node.inbound.clone(),
+            closed: node.closed.clone(),
+        };
         let p = state.drop_probability;
         if p > 0.0 {
             msgs.retain(|_| !state.rng.random_bool(p));
         }
-        Ok((msgs, state.delay))
+        Ok((msgs, state.delay, Some(route)))
     }
 
     /// Removes the registration at `address` if it is still `generation`'s.

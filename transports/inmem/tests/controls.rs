@@ -281,3 +281,46 @@ async fn full_pipe_answers_backpressure() {
         "100 sends to a peer that never reads were all accepted"
     );
 }
+
+/// Messages go straight into the receiver's stream when nothing waits ahead
+/// of them; once some wait in the pipe (a delay, a full stream), later ones
+/// queue behind them. Order holds across every switch.
+#[tokio::test]
+async fn direct_and_piped_deliveries_keep_one_order() {
+    let config = raftkit_inmem::InmemConfig {
+        inbound_capacity: 3,
+        ..Default::default()
+    };
+    let net = InmemNetwork::with_config(1, config);
+    let [a, mut b] = <[Node; 2]>::try_from(nodes(&net, &["a", "b"]))
+        .ok()
+        .expect("two nodes");
+    // A delayed message, then an undelayed one: the second waits for it.
+    net.set_delay(Duration::from_millis(30));
+    send(&a, &b, 0);
+    net.set_delay(Duration::ZERO);
+    send(&a, &b, 1);
+    assert_eq!(
+        drain(&mut b).await,
+        [0, 1],
+        "a message overtook a delayed one"
+    );
+    // Three fit in b's stream; seven wait in the pipe, and the next sends
+    // queue behind them.
+    let batch = (2..12).map(|s| heartbeat(&a.id, &b.id, s, 0)).collect();
+    a.t.send(&b.peer(), batch).expect("send");
+    for seq in 12..15 {
+        send(&a, &b, seq);
+    }
+    assert_eq!(
+        drain(&mut b).await,
+        (2..15).collect::<Vec<_>>(),
+        "messages lost or reordered"
+    );
+    // With the pipe drained, a send delivers at once again.
+    send(&a, &b, 15);
+    match b.inbound.try_recv() {
+        Ok(Inbound::Message(m)) => assert_eq!(seq_of(&m), 15),
+        other => panic!("an idle link should deliver during send, got {other:?}"),
+    }
+}
