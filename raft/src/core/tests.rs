@@ -1142,37 +1142,35 @@ fn commit_index_rides_on_the_next_append_until_announced() {
     let mut cluster = Cluster::of(&["a", "b", "c"]);
     cluster.elect("a");
     assert_eq!(cluster.core("b").status().commit_index, LogIndex(2));
-    cluster.delivered.clear();
-    cluster
-        .core_mut("a")
-        .propose(Bytes::from_static(b"x"))
-        .unwrap();
-    cluster.deliver(false);
-    assert_eq!(cluster.core("a").status().commit_index, LogIndex(3));
-    assert!(cluster.core("a").commit_unannounced());
-    let from_a = |c: &Cluster| -> Vec<String> {
-        c.delivered_shows()
+    // Runs `act` on the leader, delivers without announcing, and returns
+    // what the leader sent.
+    let sent_by_a = |cluster: &mut Cluster, act: &dyn Fn(&mut Core)| -> Vec<String> {
+        cluster.delivered.clear();
+        act(cluster.core_mut("a"));
+        cluster.deliver(false);
+        cluster
+            .delivered_shows()
             .into_iter()
             .filter(|s| s.starts_with("a->"))
             .collect()
     };
+    let propose = |a: &mut Core| {
+        a.propose(Bytes::from_static(b"x")).unwrap();
+    };
+
     assert_eq!(
-        from_a(&cluster),
+        sent_by_a(&mut cluster, &propose),
         [
             "a->b t2 App prev=2@2 ents=[3@2] commit=2 round=0",
             "a->c t2 App prev=2@2 ents=[3@2] commit=2 round=0",
         ]
     );
+    assert_eq!(cluster.core("a").status().commit_index, LogIndex(3));
+    assert!(cluster.core("a").commit_unannounced());
     assert_eq!(cluster.core("b").status().commit_index, LogIndex(2));
 
-    cluster.delivered.clear();
-    cluster
-        .core_mut("a")
-        .propose(Bytes::from_static(b"y"))
-        .unwrap();
-    cluster.deliver(false);
     assert_eq!(
-        from_a(&cluster),
+        sent_by_a(&mut cluster, &propose),
         [
             "a->b t2 App prev=3@2 ents=[4@2] commit=3 round=0",
             "a->c t2 App prev=3@2 ents=[4@2] commit=3 round=0",
@@ -1180,11 +1178,8 @@ fn commit_index_rides_on_the_next_append_until_announced() {
     );
     assert_eq!(cluster.core("b").status().commit_index, LogIndex(3));
 
-    cluster.delivered.clear();
-    cluster.core_mut("a").announce_commit();
-    cluster.deliver(false);
     assert_eq!(
-        from_a(&cluster),
+        sent_by_a(&mut cluster, &|a| a.announce_commit()),
         [
             "a->b t2 App prev=4@2 ents=[] commit=4 round=0",
             "a->c t2 App prev=4@2 ents=[] commit=4 round=0",
