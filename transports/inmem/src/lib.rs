@@ -285,15 +285,7 @@ impl InmemNetwork {
 
     /// Where a message from `from` to `address` goes now, if anywhere.
     pub(crate) fn route(&self, from: &NodeId, address: &ServerAddress) -> Result<Route, NoRoute> {
-        let state = self.state();
-        let node = state.nodes.get(address).ok_or(NoRoute::Nobody)?;
-        if !state.allows(from, &node.id) {
-            return Err(NoRoute::Blocked);
-        }
-        Ok(Route {
-            inbound: node.inbound.clone(),
-            closed: node.closed.clone(),
-        })
+        self.state().route(from, address)
     }
 
     /// Applies the link rules and the drop probability to `msgs` at send
@@ -306,13 +298,10 @@ impl InmemNetwork {
         mut msgs: Vec<Message>,
     ) -> Result<(Vec<Message>, Duration, Option<Route>), NoRoute> {
         let mut state = self.state();
-        let node = state.nodes.get(address).ok_or(NoRoute::Nobody)?;
-        if !state.allows(from, &node.id) {
-            return Ok((Vec::new(), Duration::ZERO, None));
-        }
-        let route = Route {
-            inbound: node.inbound.clone(),
-            closed: node.closed.clone(),
+        let route = match state.route(from, address) {
+            Ok(route) => route,
+            Err(NoRoute::Blocked) => return Ok((Vec::new(), Duration::ZERO, None)),
+            Err(nobody) => return Err(nobody),
         };
         let p = state.drop_probability;
         if p > 0.0 {
@@ -341,6 +330,17 @@ impl InmemNetwork {
 }
 
 impl HubState {
+    fn route(&self, from: &NodeId, address: &ServerAddress) -> Result<Route, NoRoute> {
+        let node = self.nodes.get(address).ok_or(NoRoute::Nobody)?;
+        if !self.allows(from, &node.id) {
+            return Err(NoRoute::Blocked);
+        }
+        Ok(Route {
+            inbound: node.inbound.clone(),
+            closed: node.closed.clone(),
+        })
+    }
+
     fn allows(&self, from: &NodeId, to: &NodeId) -> bool {
         // Checked on every send: a healthy network costs no hashing or clone.
         if !self.disconnected.is_empty()
