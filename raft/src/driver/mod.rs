@@ -17,6 +17,7 @@
 //! many entries with a window of them in flight, and the FSM applies
 //! batches on its own thread.
 
+mod alarm;
 mod append_timer;
 mod apply;
 mod error;

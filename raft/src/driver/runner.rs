@@ -18,6 +18,7 @@ use crate::storage::{
 use crate::transport::{Inbound, IncomingSnapshot, SnapshotOffer, Transport};
 use crate::types::{Configuration, Entry, LogIndex, NodeId, ServerAddress, Term};
 
+use super::alarm::Alarm;
 use super::append_timer::AppendTimer;
 use super::apply::{Applier, ApplyMsg, ApplyWorker, Responder, ToFsm};
 use super::io::{send_grouped, AddressBook, IoBatch, IoThread, Writer};
@@ -265,13 +266,10 @@ impl<R: Send + 'static> Runner<R> {
     ) {
         let mut ticker = tokio::time::interval(self.cfg.tick_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let flush = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(flush);
-        let mut flush_armed: Option<tokio::time::Instant> = None;
-        // Fires `commit_timeout` after a commit index no follower was sent.
-        let announce = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(announce);
-        let mut announce_armed = false;
+        // When the entries a follower holds back must go to its FSM.
+        let mut flush = Alarm::new();
+        // `commit_timeout` after a commit index no follower was sent.
+        let mut announce = Alarm::new();
         loop {
             tokio::select! {
                 biased;
@@ -297,14 +295,8 @@ impl<R: Send + 'static> Runner<R> {
                     }
                     None => break,
                 },
-                _ = &mut flush, if flush_armed.is_some() => {
-                    flush_armed = None;
-                    self.flush_held();
-                }
-                _ = &mut announce, if announce_armed => {
-                    announce_armed = false;
-                    self.core.announce_commit();
-                }
+                _ = flush.ring(), if flush.is_set() => self.flush_held(),
+                _ = announce.ring(), if announce.is_set() => self.core.announce_commit(),
                 _ = ticker.tick() => {
                     self.core.tick();
                     self.publish_metrics();
@@ -323,18 +315,10 @@ impl<R: Send + 'static> Runner<R> {
                 self.propose_queued_changes();
                 self.process_ready();
             }
-            if !announce_armed && self.core.commit_unannounced() {
-                announce_armed = true;
-                announce
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + self.cfg.commit_timeout);
+            if !announce.is_set() && self.core.commit_unannounced() {
+                announce.set(Some(tokio::time::Instant::now() + self.cfg.commit_timeout));
             }
-            if self.held_deadline != flush_armed {
-                flush_armed = self.held_deadline;
-                if let Some(deadline) = flush_armed {
-                    flush.as_mut().reset(deadline);
-                }
-            }
+            flush.set(self.held_deadline);
         }
         self.flush_held();
         self.stop(io_thread, apply_worker).await;
