@@ -523,15 +523,15 @@ impl Sim {
         }
         // The driver arms its commit timer when the leader holds a commit
         // index no follower was sent.
-        let node = &self.nodes[i];
+        let node = &mut self.nodes[i];
         if !node.commit_timer && node.core.as_ref().is_some_and(|c| c.commit_unannounced()) {
-            let (node_ix, incarnation) = (i, node.incarnation);
-            self.nodes[i].commit_timer = true;
+            node.commit_timer = true;
+            let incarnation = node.incarnation;
             let at = self.now + self.cfg.commit_timeout.as_micros() as u64;
             self.schedule(
                 at,
                 Ev::AnnounceCommit {
-                    node: node_ix,
+                    node: i,
                     incarnation,
                 },
             );
