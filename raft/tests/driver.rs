@@ -410,12 +410,7 @@ async fn membership_changes_and_leadership_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_catches_up_by_snapshot() {
-    lagging_follower_catches_up_by_snapshot(|c| {
-        c.snapshot_threshold = 50;
-        c.trailing_logs = 10;
-        c.snapshot_interval = Duration::from_millis(10);
-    })
-    .await;
+    lagging_follower_catches_up_by_snapshot(snapshot_often).await;
 }
 
 /// The same with the state machines in the drivers' tasks: the follower
@@ -423,12 +418,17 @@ async fn a_lagging_follower_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_catches_up_by_snapshot_with_state_machines_on_the_runtime() {
     lagging_follower_catches_up_by_snapshot(|c| {
-        c.snapshot_threshold = 50;
-        c.trailing_logs = 10;
-        c.snapshot_interval = Duration::from_millis(10);
+        snapshot_often(c);
         c.fsm_on_runtime = true;
     })
     .await;
+}
+
+/// Snapshots every 50 entries, keeping 10, checked every 10 ms.
+fn snapshot_often(c: &mut Config) {
+    c.snapshot_threshold = 50;
+    c.trailing_logs = 10;
+    c.snapshot_interval = Duration::from_millis(10);
 }
 
 async fn lagging_follower_catches_up_by_snapshot(tweak: fn(&mut Config)) {
