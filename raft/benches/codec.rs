@@ -9,9 +9,9 @@
 //!   transports encode (`raftkit::transport::link::encode_messages`):
 //!   payloads of at least `SHARED_PAYLOAD_MIN` bytes (here the 64 KiB
 //!   ones) are shared, not copied.
-//! - `codec/decode/{1x256B,64x256B,16x4KiB}`: `decode_frame` of that frame
+//! - `codec/decode/{...}`: `decode_frame` of that frame
 //!   (every command payload copied out of it).
-//! - `codec/decode_shared/{1x256B,64x256B,16x4KiB}`: `decode_frame_shared`,
+//! - `codec/decode_shared/{...}`: `decode_frame_shared`,
 //!   which slices the payloads out of the frame, as the transports decode.
 //! - `codec/framed_decode`: a `BytesMut` holding 256 length-prefixed
 //!   `1x256B` frames, split by `FrameCodec` and each decoded with
