@@ -46,7 +46,7 @@ pub use checks::{
     dead_peer_sends_are_fast_and_bounded, ordered_delivery, peer_restart_and_reconnect,
     shutdown_closes_everything,
 };
-pub use snapshot::snapshot_does_not_block_messages;
+pub use snapshot::{snapshot_does_not_block_messages, SNAPSHOT_MIN_TRANSFER};
 
 /// How many messages [`ordered_delivery`] sends in the full suite.
 pub const ORDERED_MESSAGES: u64 = 100_000;

@@ -15,10 +15,18 @@ use crate::message::MessageBody;
 use crate::transport::{Inbound, IncomingSnapshot, Peer, Transport, TransportError};
 use crate::types::NodeId;
 
+/// How long B takes at least to read a snapshot in
+/// [`snapshot_does_not_block_messages`]: it reads at this pace however fast
+/// the transport is. A heartbeat queued behind the snapshot then waits for a
+/// good part of this, while one delayed by a busy machine (tens of
+/// milliseconds when the tests share two cores) stays well under it.
+pub const SNAPSHOT_MIN_TRANSFER: Duration = Duration::from_secs(1);
+
 /// Check: a `snapshot_bytes` snapshot streams from A to B while heartbeats
 /// keep flowing on the same pair. B checks every chunk's offset, data and the
-/// `done` flag; the slowest heartbeat must arrive in well under the transfer
-/// time (no head-of-line blocking behind the snapshot).
+/// `done` flag, and reads no faster than [`SNAPSHOT_MIN_TRANSFER`]; the
+/// slowest heartbeat must arrive in well under the transfer time (no
+/// head-of-line blocking behind the snapshot).
 pub async fn snapshot_does_not_block_messages<F: TransportFactory>(
     factory: &mut F,
     snapshot_bytes: u64,
@@ -105,8 +113,13 @@ pub async fn snapshot_does_not_block_messages<F: TransportFactory>(
         }
     };
 
+    // From the offer to B's reading of the last chunk: at least
+    // SNAPSHOT_MIN_TRANSFER, and longer than `transfer` when the sender's
+    // buffers let send_snapshot resolve before B has read everything.
+    let span = report.snapshot_done.saturating_duration_since(started);
     eprintln!(
-        "snapshot: {snapshot_bytes} bytes in {transfer:?}; {} heartbeats arrived meanwhile, the slowest in {:?}",
+        "snapshot: {snapshot_bytes} bytes sent in {transfer:?}, read by B after {span:?}; \
+         {} heartbeats arrived meanwhile, the slowest in {:?}",
         report.heartbeats, report.max_latency
     );
     assert_eq!(
@@ -127,8 +140,8 @@ pub async fn snapshot_does_not_block_messages<F: TransportFactory>(
         report.heartbeats
     );
     assert!(
-        report.max_latency * 4 <= transfer.max(Duration::from_millis(100)),
-        "snapshot: heartbeats waited behind the snapshot: slowest took {:?} (the transfer took {transfer:?}, \
+        report.max_latency * 4 <= span,
+        "snapshot: heartbeats waited behind the snapshot: slowest took {:?} (B read the snapshot in {span:?}, \
          {} heartbeats)",
         report.max_latency,
         report.heartbeats
@@ -142,6 +155,8 @@ struct SnapshotReport {
     heartbeats: u64,
     max_latency: Duration,
     snapshot_bytes: u64,
+    /// When B read the last chunk.
+    snapshot_done: Instant,
 }
 
 async fn receive_heartbeats_and_snapshot(
@@ -188,7 +203,7 @@ async fn receive_heartbeats_and_snapshot(
     }
     let snapshot =
         snapshot.expect("snapshot: the final heartbeat arrived but no snapshot stream did");
-    let snapshot_bytes = match timeout(STALL_TIMEOUT, snapshot).await {
+    let (snapshot_bytes, snapshot_done) = match timeout(STALL_TIMEOUT, snapshot).await {
         Ok(joined) => rethrow(joined),
         Err(_) => panic!("snapshot: B's snapshot stream did not end within {STALL_TIMEOUT:?} of the final heartbeat"),
     };
@@ -196,12 +211,16 @@ async fn receive_heartbeats_and_snapshot(
         heartbeats,
         max_latency,
         snapshot_bytes,
+        snapshot_done,
     }
 }
 
-/// Reads a snapshot stream, checking offsets, data and `done`; returns its size.
-async fn check_snapshot_stream(mut s: IncomingSnapshot) -> u64 {
+/// Reads a snapshot stream at no more than `size / SNAPSHOT_MIN_TRANSFER`,
+/// checking offsets, data and `done`; returns its size and when the last
+/// chunk was read.
+async fn check_snapshot_stream(mut s: IncomingSnapshot) -> (u64, Instant) {
     let size = s.offer.meta.size;
+    let started = Instant::now();
     let mut expected = 0u64;
     let mut chunks = 0u64;
     loop {
@@ -228,6 +247,8 @@ async fn check_snapshot_stream(mut s: IncomingSnapshot) -> u64 {
         }
         expected += chunk.data.len() as u64;
         chunks += 1;
+        let due = started + SNAPSHOT_MIN_TRANSFER.mul_f64(expected as f64 / size.max(1) as f64);
+        tokio::time::sleep_until(due.into()).await;
         assert!(
             expected <= size,
             "snapshot: received {expected} bytes of a {size}-byte snapshot"
@@ -240,8 +261,9 @@ async fn check_snapshot_stream(mut s: IncomingSnapshot) -> u64 {
             break;
         }
     }
+    let done = Instant::now();
     if let Ok(Some(extra)) = timeout(Duration::from_millis(100), s.chunks.recv()).await {
         panic!("snapshot: a chunk after `done`: offset {}", extra.offset);
     }
-    expected
+    (expected, done)
 }
