@@ -791,11 +791,30 @@ impl Cluster {
             }
             every.tick().await;
         }
-        self.nodes[self.leader]
+        let leader = &self.nodes[self.leader];
+        leader
             .barrier(STARTUP_TIMEOUT)
             .await
             .map_err(|e| failure(format_args!("the leader's barrier: {e}")))?;
-        Ok(())
+        // A follower that learns the leader only once the load has started
+        // would count as a leader change in the run.
+        let Some((id, _)) = leader.leader() else {
+            return Err(failure("the leader does not name itself as leader"));
+        };
+        loop {
+            let unaware = self
+                .nodes
+                .iter()
+                .position(|n| n.leader().is_none_or(|(l, _)| l != id));
+            let Some(i) = unaware else { return Ok(()) };
+            if Instant::now() > deadline {
+                return Err(failure(format_args!(
+                    "n{} did not learn the leader ({id}) within {STARTUP_TIMEOUT:?} of bootstrapping",
+                    i + 1
+                )));
+            }
+            every.tick().await;
+        }
     }
 
     async fn applied(&self) -> Vec<u64> {
@@ -1233,6 +1252,30 @@ mod tests {
     /// A short real run: 3 servers on the in-memory network, 4 proposers,
     /// state machines on threads of their own (the default, the runtime,
     /// is what the other runs use).
+    #[test]
+    fn a_started_cluster_has_every_server_following_the_leader() {
+        let spec = parse(&["--transport", "tcp", "--nodes", "5", "--clients", "1"])
+            .unwrap()
+            .runs()
+            .unwrap()
+            .remove(0);
+        let rt = super::super::runtime().unwrap();
+        rt.block_on(async {
+            let cluster = Cluster::start(&spec).await.unwrap();
+            let leader = cluster.nodes[cluster.leader].leader().map(|(id, _)| id);
+            assert!(leader.is_some(), "the leader does not name itself");
+            for (i, n) in cluster.nodes.iter().enumerate() {
+                assert_eq!(
+                    n.leader().map(|(id, _)| id),
+                    leader,
+                    "n{} started the load without knowing the leader",
+                    i + 1
+                );
+            }
+            shutdown(&cluster.nodes).await;
+        });
+    }
+
     #[test]
     fn short_inmem_run_counts_operations() {
         let spec = parse(&[
