@@ -1,7 +1,8 @@
-# common.sh — what compare.sh and scaling.sh share: one raftkit or HashiCorp
-# cell, its JSON row tagged and appended to $OUT. Sourced, not run.
+# common.sh — what compare.sh and scaling.sh share: one raftkit, HashiCorp or
+# openraft cell, its JSON row tagged and appended to $OUT. Sourced, not run.
 #
-# The caller sets RAFTKIT, HC_BENCH, DURATION, WARMUP, SCRATCH and OUT.
+# The caller sets RAFTKIT, HC_BENCH (and OR_BENCH for openraft cells),
+# DURATION, WARMUP, SCRATCH and OUT.
 
 # Adds "impl" and "label" to a JSON object line.
 tag() { sed -e "s/^{/{\"impl\":\"$1\",\"label\":\"$2\",/"; }
@@ -21,17 +22,32 @@ rk_cell() {
     fi
 }
 
-# hc_cell LABEL WHAT ARGS...: the HashiCorp harness with ARGS... over the same
-# window; its last output line is the row.
-hc_cell() {
-    local label="$1" what="$2" line
-    shift 2
-    echo "hashicorp $label $what" >&2
-    line="$("$HC_BENCH" "$@" -duration "$DURATION" -warmup "$WARMUP" -dir "$SCRATCH" \
+# peer_cell IMPL BIN LABEL WHAT ARGS...: a peer's harness (shared/bench/*)
+# with ARGS... over the same window; its last output line is the row, tagged
+# with IMPL.
+peer_cell() {
+    local impl="$1" bin="$2" label="$3" what="$4" line
+    shift 4
+    printf '%-9s %s %s\n' "$impl" "$label" "$what" >&2
+    line="$("$bin" "$@" -duration "$DURATION" -warmup "$WARMUP" \
         2>>"$SCRATCH/stderr.log" | tail -n 1)" || true
     if [ -n "$line" ]; then
-        printf '%s\n' "$line" | tag hashicorp "$label" | tee -a "$OUT" | cut -c1-160 >&2
+        printf '%s\n' "$line" | tag "$impl" "$label" | tee -a "$OUT" | cut -c1-160 >&2
     else
-        echo "  hashicorp FAILED (see $SCRATCH/stderr.log)" >&2
+        echo "  $impl FAILED (see $SCRATCH/stderr.log)" >&2
     fi
+}
+
+# hc_cell LABEL WHAT ARGS...: the HashiCorp harness (its bolt files under SCRATCH).
+hc_cell() {
+    local label="$1" what="$2"
+    shift 2
+    peer_cell hashicorp "$HC_BENCH" "$label" "$what" "$@" -dir "$SCRATCH"
+}
+
+# or_cell LABEL WHAT ARGS...: the openraft harness (memory only; no -dir).
+or_cell() {
+    local label="$1" what="$2"
+    shift 2
+    peer_cell openraft "$OR_BENCH" "$label" "$what" "$@"
 }

@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
 # compare.sh — raftkit `bench cluster` side by side with the HashiCorp Raft
-# harness (shared/bench/hashicorp/bench.go), alternating cell by cell over
-# several rounds, then medians and ratios against the targets of the
-# benchmark issue.
+# harness (shared/bench/hashicorp/bench.go) and, with OR_BENCH, the openraft
+# harness (shared/bench/openraft), alternating cell by cell over several
+# rounds, then medians and ratios against the targets of the benchmark issue
+# and of shared/bench/README.md (>= 3x HashiCorp and >= 1.3x openraft,
+# whichever is higher).
 #
-#   W1  inmem transport + memory log, C = 1 16 64 256   vs HashiCorp inmem
+#   W1  inmem transport + memory log, C = 1 16 64 256   vs HashiCorp / openraft inmem
+#   WT  TCP loopback + memory log, C = 1 16 64 256      vs HashiCorp / openraft tcp-mem
+#       (only when WORKLOADS names it)
 #   W2  TCP loopback + lmdb / file (fsync), C = 1 64    vs HashiCorp tcp-bolt
 #       (C = 1 p50 is also read against the floor: one fdatasync + one RTT)
 #   W3  QUIC loopback + lmdb / file, C = 64             vs our own W2
 #
 # Usage:
 #   HC_BENCH=/path/to/bench bench/compare.sh          # run, then print the summary
+#   HC_BENCH=... OR_BENCH=/path/to/openraft-bench WORKLOADS="W1 WT" bench/compare.sh
 #   bench/compare.sh summary FILE.jsonl               # only the summary of earlier rows
 #   FLOOR_US=200 bench/compare.sh summary FILE.jsonl  # ... against a floor measured apart
 #
 # HC_BENCH is the harness binary, built outside this repository per
 # shared/bench/hashicorp/README.md (`./run.sh build` in a copy of that folder).
+# OR_BENCH (optional) is the openraft harness, built the same way from a copy
+# of shared/bench/openraft (target/release/openraft-bench); without it the
+# openraft columns stay empty and the targets are against HashiCorp alone.
 #
 # Knobs (environment): RAFTKIT (the release binary; default
 # target/release/raftkit, built with `cargo build -p raftkit-node --release`),
 # ROUNDS (3), DURATION (5s), WARMUP (1s), VALUE (256), W1_CLIENTS (1 16 64 256),
-# W2_CLIENTS (1 64), W3_CLIENTS (64), WORKLOADS (W1 W2 W3), SCRATCH (data
+# WT_CLIENTS (1 16 64 256), W2_CLIENTS (1 64), W3_CLIENTS (64), WORKLOADS
+# (W1 W2 W3; add WT for TCP with a memory log), SCRATCH (data
 # directories; default a fresh directory under $TMPDIR — keep it on the disk
 # you mean to measure, not tmpfs), OUT (bench/results/compare-<UTC>.jsonl),
 # FLOOR_DURATION (2s per floor test, once per round), QUIET_WAIT (20: seconds to wait for a quiet second
@@ -82,19 +91,40 @@ def table(headers, body):
 rounds = sorted({r.get("label") for r in rows if r.get("label") and r.get("impl") != "floor"})
 print("rounds: %s; medians per cell; 'other' = cores the rest of the machine used during the window (noise, of 2)" % ", ".join(rounds))
 
-print("\nW1  inmem transport + memory log  (target: >= 3x HashiCorp ops/s, lower p99)")
-body = []
-for c in sorted({k[2] for k in cells if k[1] == "inmem-memory"}):
-    a, b = med("ops_per_sec", "raftkit", "inmem-memory", c), med("ops_per_sec", "hashicorp", "inmem", c)
-    pa, pb = med("p99_us", "raftkit", "inmem-memory", c), med("p99_us", "hashicorp", "inmem", c)
-    x = ratio(a, b)
-    body.append([c, f0(a), f0(b), fr(x), ok(None if x is None else x >= 3), f0(med("p50_us", "raftkit", "inmem-memory", c)),
-                 f0(med("p50_us", "hashicorp", "inmem", c)), f0(pa), f0(pb), ok(None if pa is None or pb is None else pa < pb),
-                 other("raftkit", "inmem-memory", c), other("hashicorp", "inmem", c),
-                 "%d/%d" % (n("raftkit", "inmem-memory", c), n("hashicorp", "inmem", c)),
-                 unhealthy("raftkit", "inmem-memory", c) + unhealthy("hashicorp", "inmem", c)])
-table(["C", "raftkit ops/s", "HashiCorp ops/s", "ratio", ">=3x", "rk p50", "hc p50", "rk p99", "hc p99", "p99 lower",
-       "rk other", "hc other", "runs", "unhealthy"], body)
+def peers_table(title, rk_mode, peer_mode):
+    """raftkit against HashiCorp and openraft on one mode; the target is
+    >= 3x HashiCorp and >= 1.3x openraft, whichever is higher."""
+    cs = sorted({k[2] for k in cells if k[0] == "raftkit" and k[1] == rk_mode})
+    if not cs:
+        return
+    with_or = any(k[0] == "openraft" and k[1] == peer_mode for k in cells)
+    print("\n%s  (target: ops/s >= %s; p99 lower than %s)" % (
+        title, "3x HashiCorp's and >= 1.3x openraft's, whichever is higher" if with_or else "3x HashiCorp's",
+        "both" if with_or else "HashiCorp's"))
+    impls = [("raftkit", rk_mode), ("hashicorp", peer_mode)] + ([("openraft", peer_mode)] if with_or else [])
+    body = []
+    for c in cs:
+        a = med("ops_per_sec", "raftkit", rk_mode, c)
+        h = med("ops_per_sec", "hashicorp", peer_mode, c)
+        o = med("ops_per_sec", "openraft", peer_mode, c)
+        wants = [x for x in (None if h is None else 3 * h, None if o is None else 1.3 * o) if x is not None]
+        target = max(wants) if wants else None
+        p99 = [med("p99_us", i, m, c) for i, m in impls]
+        p99_ok = None if None in p99 else all(p99[0] < p for p in p99[1:])
+        body.append([c, f0(a), f0(h), fr(ratio(a, h)), f0(o), fr(ratio(a, o)), f0(target),
+                     ok(None if a is None or target is None else a >= target)]
+                    + [f0(med("p50_us", i, m, c)) for i, m in impls]
+                    + [f0(p) for p in p99] + [ok(p99_ok)]
+                    + ["/".join(other(i, m, c) for i, m in impls),
+                       "/".join(str(n(i, m, c)) for i, m in impls),
+                       sum(unhealthy(i, m, c) for i, m in impls)])
+    short = ["rk", "hc", "or"][:len(impls)]
+    table(["C", "raftkit ops/s", "HashiCorp", "x hc", "openraft", "x or", "target", "met"]
+          + [s + " p50" for s in short] + [s + " p99" for s in short]
+          + ["p99 lowest", "other " + "/".join(short), "runs", "unhealthy"], body)
+
+peers_table("W1  inmem transport + memory log", "inmem-memory", "inmem")
+peers_table("WT  TCP loopback + memory log", "tcp-memory", "tcp-mem")
 
 fs = floors.get("fsync_append_4k_fdatasync", [])
 rtt = floors.get("tcp_loopback_pingpong_64B_any", [])
@@ -162,11 +192,13 @@ esac
 
 RAFTKIT="${RAFTKIT:-$ROOT/target/release/raftkit}"
 HC_BENCH="${HC_BENCH:?set HC_BENCH to the HashiCorp harness binary (see shared/bench/hashicorp/README.md)}"
+OR_BENCH="${OR_BENCH:-}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5s}"
 WARMUP="${WARMUP:-1s}"
 VALUE="${VALUE:-256}"
 W1_CLIENTS="${W1_CLIENTS:-1 16 64 256}"
+WT_CLIENTS="${WT_CLIENTS:-1 16 64 256}"
 W2_CLIENTS="${W2_CLIENTS:-1 64}"
 W3_CLIENTS="${W3_CLIENTS:-64}"
 WORKLOADS="${WORKLOADS:-W1 W2 W3}"
@@ -176,7 +208,7 @@ RK_ARGS="${RK_ARGS:-}"
 OUT="${OUT:-$HERE/results/compare-$(date -u +%Y%m%dT%H%MZ).jsonl}"
 SCRATCH="${SCRATCH:-$(mktemp -d "${TMPDIR:-/tmp}/raftkit-compare.XXXXXX")}"
 
-for bin in "$RAFTKIT" "$HC_BENCH"; do
+for bin in "$RAFTKIT" "$HC_BENCH" ${OR_BENCH:+"$OR_BENCH"}; do
     [ -x "$bin" ] || { echo "not executable: $bin" >&2; exit 1; }
 done
 mkdir -p "$(dirname "$OUT")" "$SCRATCH"
@@ -210,6 +242,24 @@ hc() { # label mode clients
     hc_cell "$1" "$2 C=$3" -mode "$2" -clients "$3" -value-size "$VALUE"
 }
 
+orb() { # label mode clients
+    wait_quiet
+    or_cell "$1" "$2 C=$3" -mode "$2" -clients "$3" -value-size "$VALUE"
+}
+
+# in_turn ROUND CELL...: runs the cells (each a command line of words without
+# spaces), starting with the ROUND-th one, so that each goes first in some round.
+in_turn() {
+    local round="$1" i
+    shift
+    local cells=("$@")
+    for ((i = 0; i < ${#cells[@]}; i++)); do
+        # Split into words on purpose: each cell is a command line.
+        # shellcheck disable=SC2086
+        ${cells[$(((i + round) % ${#cells[@]}))]}
+    done
+}
+
 echo "# $(date -u +%FT%TZ) $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); rounds=$ROUNDS duration=$DURATION warmup=$WARMUP value=$VALUE; raftkit flags: ${RK_ARGS:-none}; scratch $SCRATCH ($(df --output=fstype "$SCRATCH" | tail -1)); out $OUT" >&2
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -219,20 +269,22 @@ for round in $(seq 1 "$ROUNDS"); do
     rm -f "$SCRATCH/floor.jsonl"
     "$RAFTKIT" bench floor --dir "$SCRATCH" --duration "$FLOOR_DURATION" --json "$SCRATCH/floor.jsonl" >&2
     tag floor "$label" <"$SCRATCH/floor.jsonl" >>"$OUT"
-    # Alternate which implementation goes first in each round.
-    first=rk
-    [ $((round % 2)) -eq 0 ] && first=hc
+    # Each round starts each cell's implementations at a different one.
     for w in $WORKLOADS; do
         case "$w" in
             W1)
                 for c in $W1_CLIENTS; do
-                    if [ $first = rk ]; then rk $label inmem memory "$c"; hc $label inmem "$c"
-                    else hc $label inmem "$c"; rk $label inmem memory "$c"; fi
+                    in_turn "$round" "rk $label inmem memory $c" "hc $label inmem $c" \
+                        ${OR_BENCH:+"orb $label inmem $c"}
+                done ;;
+            WT)
+                for c in $WT_CLIENTS; do
+                    in_turn "$round" "rk $label tcp memory $c" "hc $label tcp-mem $c" \
+                        ${OR_BENCH:+"orb $label tcp-mem $c"}
                 done ;;
             W2)
                 for c in $W2_CLIENTS; do
-                    if [ $first = rk ]; then rk $label tcp lmdb "$c"; rk $label tcp file "$c"; hc $label tcp-bolt "$c"
-                    else hc $label tcp-bolt "$c"; rk $label tcp lmdb "$c"; rk $label tcp file "$c"; fi
+                    in_turn "$round" "rk $label tcp lmdb $c" "rk $label tcp file $c" "hc $label tcp-bolt $c"
                 done ;;
             W3)
                 for c in $W3_CLIENTS; do
