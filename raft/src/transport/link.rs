@@ -3,8 +3,9 @@
 //! queued messages into frames.
 //!
 //! ```text
-//!  Transport::send ─▶ Links::send: refuse what no frame can carry, try_send
-//!                        └─▶ a peer's queue (bounded) ─▶ link task:
+//!  Transport::send ─▶ Links::send: refuse what no frame can carry, then
+//!                        ├─▶ SendNow (if the link has one): written on the spot while the link is idle
+//!                        └─▶ try_send to a peer's queue (bounded) ─▶ link task:
 //!                              fill_batch (≤ batch_max_messages, ≤ max_frame_bytes of messages)
 //!                              encode_messages (frames ≤ batch_max_bytes, never > max_frame_bytes)
 //!                              write; on failure: LinkState::set_down, Backoff, retry
@@ -37,6 +38,9 @@ pub struct Link {
     pub queue: mpsc::Sender<Vec<Message>>,
     /// Whether the peer can be reached.
     pub state: Arc<LinkState>,
+    /// Writes on the sender's thread while the link is idle, sparing the
+    /// link task a wake-up; `None`: every batch goes through the queue.
+    pub now: Option<Arc<dyn SendNow>>,
 }
 
 impl Link {
@@ -47,10 +51,32 @@ impl Link {
         let link = Link {
             queue,
             state: Arc::new(LinkState::default()),
+            now: None,
         };
         (link, rx)
     }
 }
+
+/// A link's way of writing a batch at once, on the thread that calls
+/// `send`, while nothing is queued or being written.
+pub trait SendNow: Send + Sync + std::fmt::Debug {
+    /// Writes `msgs` now, or queues them on `queue` (as `try_send` does,
+    /// with its errors). The choice and the queueing must happen under one
+    /// lock, which the link task also takes before it waits, so that a
+    /// batch written now never overtakes one still queued.
+    fn send_or_queue(
+        &self,
+        msgs: Vec<Message>,
+        queue: &mpsc::Sender<Vec<Message>>,
+    ) -> Result<(), mpsc::error::TrySendError<Vec<Message>>>;
+}
+
+/// What `send` uses of a link.
+type LinkHandle = (
+    mpsc::Sender<Vec<Message>>,
+    Arc<LinkState>,
+    Option<Arc<dyn SendNow>>,
+);
 
 /// Whether a peer is unreachable, and whether anyone still wants it.
 #[derive(Debug, Default)]
@@ -125,14 +151,18 @@ impl Links {
         // A link closes itself when idle; a send racing with that finds its
         // queue closed and starts a new link (once).
         for _ in 0..2 {
-            let (queue, state) = self.link(to, &mut spawn);
+            let (queue, state, now) = self.link(to, &mut spawn);
             if let Some(reason) = state.refuse() {
                 return Err(TransportError::Unreachable {
                     peer: to.id.clone(),
                     reason,
                 });
             }
-            match queue.try_send(msgs) {
+            let sent = match &now {
+                Some(now) => now.send_or_queue(msgs, &queue),
+                None => queue.try_send(msgs),
+            };
+            match sent {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     return Err(TransportError::Backpressure(to.id.clone()))
@@ -146,19 +176,15 @@ impl Links {
         })
     }
 
-    fn link(
-        &self,
-        to: &Peer,
-        spawn: &mut impl FnMut(&Peer) -> Link,
-    ) -> (mpsc::Sender<Vec<Message>>, Arc<LinkState>) {
+    fn link(&self, to: &Peer, spawn: &mut impl FnMut(&Peer) -> Link) -> LinkHandle {
         let mut links = lock(&self.links);
         if let Some(link) = links.get(to) {
             if !link.queue.is_closed() {
-                return (link.queue.clone(), link.state.clone());
+                return (link.queue.clone(), link.state.clone(), link.now.clone());
             }
         }
         let link = spawn(to);
-        let handle = (link.queue.clone(), link.state.clone());
+        let handle = (link.queue.clone(), link.state.clone(), link.now.clone());
         links.insert(to.clone(), link);
         handle
     }

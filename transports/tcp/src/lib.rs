@@ -18,6 +18,12 @@
 //!   frames of at most [`TcpConfig::batch_max_bytes`]. A message that no
 //!   frame can carry is refused by `send` (`TransportError::Wire`, naming
 //!   its size and the maximum). `TCP_NODELAY` is set on every socket.
+//! * **Written on the spot when idle**: on a plain TCP connection whose
+//!   link task has nothing queued, `send` encodes and writes the batch
+//!   itself, as far as the socket takes it without waiting, and wakes no
+//!   task; the link task writes whatever is left before anything queued
+//!   after it, and until then `send` queues. Order is kept either way. (TLS
+//!   connections always go through the link task.)
 //! * **Bounded**: a full queue makes `send` answer `Backpressure`. When a
 //!   connection attempt fails, the queue is dropped (Raft retries) and `send`
 //!   answers `Unreachable`, queueing nothing, until a reconnect succeeds.

@@ -34,7 +34,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// the first time it sends to a peer.
 #[derive(Debug)]
 pub struct TcpTransport {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Why a transport could not start.
@@ -270,6 +270,50 @@ pub(crate) type Stream = Box<dyn Io>;
 /// `TCP_NODELAY`, then TLS (checking that the peer's certificate names its
 /// id) when configured.
 pub(crate) async fn connect(shared: &Shared, peer: &Peer) -> Result<Stream, TransportError> {
+    let tcp = connect_tcp(shared, peer).await?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        let address = &peer.address;
+        let Some(name) = crate::tls::server_name(&peer.id) else {
+            return Err(TransportError::Unreachable {
+                peer: peer.id.clone(),
+                reason: "the server id is not a valid TLS server name".to_owned(),
+            });
+        };
+        return match timeout(
+            shared.config.connect_timeout,
+            tls.connector.connect(name, tcp),
+        )
+        .await
+        {
+            Err(_) => Err(TransportError::Io {
+                context: format!("connecting to {} at {address}", peer.id),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            }),
+            Ok(Err(source)) => Err(TransportError::Io {
+                context: format!("TLS handshake with {} at {address}", peer.id),
+                source,
+            }),
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+        };
+    }
+    Ok(Box::new(tcp))
+}
+
+/// Whether connections are TLS (and so [`connect`] gives no plain socket).
+pub(crate) fn uses_tls(shared: &Shared) -> bool {
+    #[cfg(feature = "tls")]
+    return shared.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = shared;
+        false
+    }
+}
+
+/// Opens a TCP connection to `peer` within the connect timeout, with
+/// `TCP_NODELAY`.
+pub(crate) async fn connect_tcp(shared: &Shared, peer: &Peer) -> Result<TcpStream, TransportError> {
     let address = &peer.address;
     let io_error = |source| TransportError::Io {
         context: format!("connecting to {} at {address}", peer.id),
@@ -286,29 +330,7 @@ pub(crate) async fn connect(shared: &Shared, peer: &Peer) -> Result<Stream, Tran
         Ok(Ok(stream)) => stream,
     };
     tcp.set_nodelay(true).map_err(io_error)?;
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &shared.tls {
-        let Some(name) = crate::tls::server_name(&peer.id) else {
-            return Err(TransportError::Unreachable {
-                peer: peer.id.clone(),
-                reason: "the server id is not a valid TLS server name".to_owned(),
-            });
-        };
-        return match timeout(
-            shared.config.connect_timeout,
-            tls.connector.connect(name, tcp),
-        )
-        .await
-        {
-            Err(_) => Err(io_error(std::io::Error::from(std::io::ErrorKind::TimedOut))),
-            Ok(Err(source)) => Err(TransportError::Io {
-                context: format!("TLS handshake with {} at {address}", peer.id),
-                source,
-            }),
-            Ok(Ok(stream)) => Ok(Box::new(stream)),
-        };
-    }
-    Ok(Box::new(tcp))
+    Ok(tcp)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
