@@ -63,7 +63,9 @@ pub struct TcpConfig {
     /// How long a peer's link stays open with nothing to send before its
     /// connection and task are closed (a new `send` opens it again).
     /// Default 60 s: far above any heartbeat interval, so only links to
-    /// peers that left the cluster close.
+    /// peers that left the cluster close. (Sends written on the caller's
+    /// thread are noticed when the timeout fires, so such a link closes
+    /// between one and two timeouts after its last send.)
     pub link_idle_timeout: Duration,
     /// Mutual TLS; `None` (the default) speaks plain TCP.
     #[cfg(feature = "tls")]
