@@ -432,22 +432,33 @@ mod tests {
         )
     }
 
-    async fn transport() -> TcpTransport {
-        TcpTransport::bind(
+    /// A transport (for its settings and counters), a [`Direct`] on it, a
+    /// link queue and a connected pair of sockets.
+    type Setup = (
+        TcpTransport,
+        Direct,
+        mpsc::Sender<Vec<Message>>,
+        mpsc::Receiver<Vec<Message>>,
+        Arc<TcpStream>,
+        TcpStream,
+    );
+
+    async fn setup() -> Setup {
+        let t = TcpTransport::bind(
             "a".into(),
             "127.0.0.1:0".parse().expect("address"),
             TcpConfig::default(),
         )
         .await
-        .expect("bind")
-    }
-
-    fn direct(t: &TcpTransport) -> Direct {
-        Direct {
+        .expect("bind");
+        let direct = Direct {
             shared: Arc::downgrade(&t.shared),
             state: Mutex::default(),
             leftover: Notify::new(),
-        }
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let (socket, peer) = pair().await;
+        (t, direct, tx, rx, socket, peer)
     }
 
     /// Reads one frame and returns the sequence numbers of its messages.
@@ -467,10 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_link_writes_on_the_callers_thread_and_a_busy_one_queues() {
-        let t = transport().await;
-        let direct = direct(&t);
-        let (tx, mut rx) = mpsc::channel(8);
-        let (socket, mut peer) = pair().await;
+        let (t, direct, tx, mut rx, socket, mut peer) = setup().await;
 
         direct.send_or_queue(hb(0), &tx).expect("queued");
         let queued = rx
@@ -497,10 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_a_full_socket_does_not_take_waits_for_the_task_in_order() {
-        let t = transport().await;
-        let direct = direct(&t);
-        let (tx, mut rx) = mpsc::channel(8);
-        let (socket, mut peer) = pair().await;
+        let (t, direct, tx, mut rx, socket, mut peer) = setup().await;
 
         direct.idle(&socket, &rx);
         // Far more than the two 64 KiB socket buffers hold.
