@@ -19,7 +19,7 @@
 //! always go through the task (their writer is not shared).
 
 use std::io::IoSlice;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Buf;
 use raftkit::transport::errors::ErrorKind;
@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::timeout;
 
-use crate::transport::{connect, connect_tcp, uses_tls, Shared, Stream};
+use crate::transport::{connect, connect_tcp, lock, uses_tls, Shared, Stream};
 
 enum Conn {
     /// Plain TCP: `send` may write too, while the link is idle.
@@ -393,12 +393,6 @@ pub(crate) fn codec_error(context: &str, e: CodecError) -> TransportError {
             std::io::Error::new(std::io::ErrorKind::InvalidData, other),
         ),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves the state whole, so a poisoned lock
-    // still guards consistent data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -333,8 +333,8 @@ pub(crate) async fn connect_tcp(shared: &Shared, peer: &Peer) -> Result<TcpStrea
     Ok(tcp)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a single map or option update, so a
-    // poisoned lock still guards consistent data.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single update (of a map, an option, a
+    // link's write state), so a poisoned lock still guards consistent data.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
