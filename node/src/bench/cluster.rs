@@ -1249,9 +1249,8 @@ mod tests {
         assert!(e.to_string().contains("key of 3 bytes"), "{e}");
     }
 
-    /// A short real run: 3 servers on the in-memory network, 4 proposers,
-    /// state machines on threads of their own (the default, the runtime,
-    /// is what the other runs use).
+    /// The load starts only once every server follows the leader (5
+    /// voters over TCP, where a follower is most likely to lag).
     #[test]
     fn a_started_cluster_has_every_server_following_the_leader() {
         let spec = parse(&["--transport", "tcp", "--nodes", "5", "--clients", "1"])
@@ -1276,6 +1275,9 @@ mod tests {
         });
     }
 
+    /// A short real run: 3 servers on the in-memory network, 4 proposers,
+    /// state machines on threads of their own (the default, the runtime,
+    /// is what the other runs use).
     #[test]
     fn short_inmem_run_counts_operations() {
         let spec = parse(&[
