@@ -65,12 +65,13 @@ pub(crate) enum ToFsm<R> {
 
 /// An applier the driver calls directly.
 pub(crate) trait InlineApplier<R>: Send {
-    /// Carries out `msg`; the index applied so far, or the FSM's failure.
-    fn handle(&mut self, msg: ApplyMsg<R>) -> Result<LogIndex, String>;
+    /// Carries out `msg`; what the driver learns from it, as the thread
+    /// would send it.
+    fn handle(&mut self, msg: ApplyMsg<R>) -> Internal;
 }
 
 impl<F: Fsm> InlineApplier<F::Response> for Applier<F> {
-    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> Result<LogIndex, String> {
+    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> Internal {
         Applier::handle(self, msg)
     }
 }
@@ -108,23 +109,17 @@ impl ApplyWorker {
 impl<F: Fsm> Applier<F> {
     fn run_thread(mut self, mut rx: UnboundedReceiver<ApplyMsg<F::Response>>) {
         while let Some(msg) = rx.blocking_recv() {
-            match self.handle(msg) {
-                Ok(index) => {
-                    if self.done.send(Internal::Applied(index)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = self.done.send(Internal::FsmFailed(e));
-                    return;
-                }
+            let done = self.handle(msg);
+            let failed = matches!(done, Internal::FsmFailed(_));
+            if self.done.send(done).is_err() || failed {
+                return;
             }
         }
     }
 
-    /// Carries out one message; the index applied so far, or the failure
-    /// that stops the node.
-    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> Result<LogIndex, String> {
+    /// Carries out one message: `Applied` with the index applied so far, or
+    /// `FsmFailed`, which stops the node.
+    fn handle(&mut self, msg: ApplyMsg<F::Response>) -> Internal {
         let result = match msg {
             ApplyMsg::Entries {
                 entries,
@@ -139,10 +134,13 @@ impl<F: Fsm> Applier<F> {
                 Ok(())
             }
         };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "state machine failed; the node stops");
+        match result {
+            Ok(()) => Internal::Applied(self.applied.0),
+            Err(e) => {
+                tracing::error!(error = %e, "state machine failed; the node stops");
+                Internal::FsmFailed(e)
+            }
         }
-        result.map(|()| self.applied.0)
     }
 
     fn apply(

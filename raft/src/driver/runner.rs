@@ -684,16 +684,17 @@ impl<R: Send + 'static> Runner<R> {
         if !self.held.is_empty() {
             self.flush_held();
         }
-        // What the FSM applied so far, when it ran in place.
-        let applied = match &mut self.to_fsm {
-            Some(ToFsm::Thread(tx)) => tx.send(msg).map(|()| None).map_err(|_| RaftError::Shutdown),
-            Some(ToFsm::Inline(applier)) => applier.handle(msg).map(Some).map_err(RaftError::Fsm),
-            None => Ok(None),
+        let thread_gone = match &mut self.to_fsm {
+            Some(ToFsm::Thread(tx)) => tx.send(msg).is_err(),
+            Some(ToFsm::Inline(applier)) => {
+                let done = applier.handle(msg);
+                self.handle_internal(done);
+                false
+            }
+            None => false,
         };
-        match applied {
-            Ok(Some(index)) => self.handle_internal(Internal::Applied(index)),
-            Ok(None) => {}
-            Err(e) => self.failed = Some(e),
+        if thread_gone {
+            self.failed = Some(RaftError::Shutdown);
         }
     }
 
